@@ -1,0 +1,27 @@
+"""A fresh classifier trained from scratch on released data (gray-box: the attacker
+queries the defense to release its own labelled images)."""
+from bench.models import build_classifier, is_image_like
+from bench.protocol import Attacker
+from bench.training import fit_classifier
+
+
+class Adaptive(Attacker):
+    name = "adaptive"
+    description = "fresh model trained from scratch on released attacker data with designated-task labels"
+    knowledge = "gray-box"
+
+    def __init__(self, arch: str = "auto"):
+        self.arch = arch
+
+    def _fit(self, released_train, targets, *, context, seed):
+        arch = self.arch
+        if arch == "auto":
+            # On image-shaped releases the designated model's architecture; otherwise one that fits the shape.
+            arch = context.target_arch if is_image_like(context.released_shape, context.image_shape) else "auto"
+        model = build_classifier(arch, context.released_shape, context.num_classes)
+        self.model_ = fit_classifier(model, released_train, targets, val=(context.released_val, context.val_targets),
+                                     config=context.train, device=context.device, seed=seed,
+                                     desc=f"{self.name} {arch}")
+
+    def _predict(self, rb):
+        return self.model_(rb)

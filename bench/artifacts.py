@@ -1,0 +1,51 @@
+"""Content-addressed cache of expensive shared steps: designated models, fitted
+defenses, released splits, clean attacker models.
+
+Each artifact is keyed by a hash of everything that determines it, built once
+(a file lock makes concurrent workers wait for the first builder instead of
+repeating its work), written atomically with a checksum, and loaded with
+`torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock
+
+from bench.storage import atomic_write_json, cache_root, digest_json, load_tensors, save_tensors
+
+
+class Artifacts:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else cache_root() / "artifacts"
+        self.built: list[str] = []   # kinds built (not loaded) by this process, for tests and benchmarks
+
+    def path(self, kind: str, key: dict) -> Path:
+        return self.root / kind / f"{digest_json(key)[:24]}.pt"
+
+    def get(self, kind: str, key: dict, build: Callable[[], dict]) -> dict:
+        """The artifact for `key`, built by `build()` (a dict of tensors/numbers) if absent.
+
+        The returned dict carries `build_s`, the seconds the original build took.
+        """
+        path = self.path(kind, key)
+        obj = load_tensors(path)
+        if obj is not None:
+            return obj
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            obj = load_tensors(path)  # another worker may have built it while we waited
+            if obj is not None:
+                return obj
+            start = time.perf_counter()
+            obj = dict(build())
+            obj["build_s"] = time.perf_counter() - start
+            save_tensors(path, obj)
+            atomic_write_json(path.with_suffix(".json"), key)  # what the hash stands for, for humans
+            self.built.append(kind)
+        return obj
+
+    def has(self, kind: str, key: dict) -> bool:
+        return self.path(kind, key).exists()

@@ -1,0 +1,280 @@
+"""`python -m bench`: run, list, leaderboard, compare, plot."""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from dataclasses import replace
+import warnings
+from pathlib import Path
+
+from bench.errors import BenchError
+
+DEFAULT_ATTACKERS = "all"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are saved; the same command resumes", file=sys.stderr)
+        return 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2, like ours
+        self.exit(2, f"error: {message} (see `python -m bench {self.prog.split()[-1]} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bench", description="Benchmark defenses against input repurposing.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run defenses against attackers; append results and regenerate the leaderboard")
+    r.add_argument("--defense", default="identity", help="name, comma-separated names, or 'all' (default identity)")
+    r.add_argument("--attacker", default=DEFAULT_ATTACKERS, help="name, comma-separated names, or 'all' (default all)")
+    r.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    r.add_argument("--target-task", help="designated task (default: the dataset's)")
+    r.add_argument("--private-task", help="task of the `attribute` attacker (default: the dataset's private task)")
+    r.add_argument("--target-arch", default="cnn", help="architecture of the designated model (default cnn)")
+    r.add_argument("--seeds", default="0", help="e.g. 0 or 0,1,2 or 0-2 (default 0)")
+    r.add_argument("--preset", default="default", help="smoke | default | full (default default)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME.PARAM=VALUE",
+                   help="hyperparameter of a defense, attacker or dataset; comma-separated values sweep "
+                        "(repeatable), e.g. --set finetune.budget=500,2000")
+    r.add_argument("--jobs", type=int, default=1, help="parallel jobs (default 1)")
+    r.add_argument("--backend", default="loky", help="joblib backend: loky (default) or dask")
+    r.add_argument("--scheduler", help="Dask scheduler address (with --backend dask; default: a LocalCluster)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    r.add_argument("--results-dir", type=Path, default=Path("results"), help="default results/")
+    r.add_argument("--data-dir", type=Path, help="where datasets live (else $BENCH_DATA_DIR, then each loader's default)")
+    r.add_argument("--no-plots", action="store_true", help="skip writing plots after the run")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="show every registered defense, attacker and dataset with its hyperparameters")
+    ls.set_defaults(func=cmd_list)
+
+    lb = sub.add_parser("leaderboard", help="regenerate the leaderboard CSVs from results/runs and print them")
+    lb.add_argument("--results-dir", type=Path, default=Path("results"))
+    lb.set_defaults(func=cmd_leaderboard)
+
+    c = sub.add_parser("compare", help="per-configuration differences between two long-format leaderboards")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.set_defaults(func=cmd_compare)
+
+    pl = sub.add_parser("plot", help="write the trade-off, per-attacker and image-grid plots")
+    pl.add_argument("--results-dir", type=Path, default=Path("results"))
+    pl.set_defaults(func=cmd_plot)
+    return p
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    try:
+        for part in text.split(","):
+            lo, dash, hi = part.partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    except ValueError:
+        raise BenchError(f"--seeds {text!r}: expected integers like 0 or 0,1,2 or 0-2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise BenchError(f"--seeds {text!r}: expected non-negative integers")
+    return sorted(set(seeds))
+
+
+def pick(registry, text: str) -> list[str]:
+    names = registry.names() if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise BenchError(f"no {registry.kind} given; valid choices: {', '.join(registry.names())}")
+    for n in names:
+        registry.get(n)  # raises the 'unknown ... valid choices' error
+    return names
+
+
+def plan_specs(args) -> list:
+    """Validate every input and expand the command into RunSpecs; nothing is written here."""
+    from bench.pipeline import load_dataset
+    from bench.presets import get_preset
+    from bench.registry import ATTACKERS, DATASETS, DEFENSES
+    from bench.runspec import RunSpec
+    from bench.sweep import configurations, parse_sets
+    from bench.models import ARCHS
+    from bench.errors import unknown
+    from bench.training import resolve_device
+
+    get_preset(args.preset)
+    resolve_device(args.device)
+    if args.jobs < 1:
+        raise BenchError(f"--jobs {args.jobs}: must be >= 1")
+    if args.backend not in ("loky", "dask"):
+        raise unknown("backend", args.backend, ("loky", "dask"))
+    if args.target_arch not in ARCHS:
+        raise unknown("architecture", args.target_arch, ARCHS)
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise BenchError(f"--data-dir {str(args.data_dir)!r} is not a directory")
+    defenses, attackers = pick(DEFENSES, args.defense), pick(ATTACKERS, args.attacker)
+    DATASETS.get(args.dataset)
+    seeds = parse_seeds(args.seeds)
+    registries = {**{d: DEFENSES for d in defenses}, **{a: ATTACKERS for a in attackers}, args.dataset: DATASETS}
+    sets = parse_sets(args.sets, registries)
+    ds_configs = configurations(DATASETS, args.dataset, sets.get(args.dataset, {}))
+    if len(ds_configs) > 1:
+        raise BenchError(f"--set {args.dataset}.*: sweeping dataset options is not supported; give one value")
+    ds_params = ds_configs[0]
+    data = load_dataset(args.dataset, tuple(sorted(ds_params.items())), str(args.data_dir) if args.data_dir else None)
+    target_task = data.check_task(args.target_task or data.default_task)
+    private_task = args.private_task or data.private_task
+    specs = []
+    for d in defenses:
+        for d_params in configurations(DEFENSES, d, sets.get(d, {})):
+            for a in attackers:
+                a_cls = ATTACKERS.get(a)
+                if a_cls.uses_private_task:
+                    if private_task is None:
+                        raise BenchError(f"attacker {a} needs a private task and dataset {args.dataset} has no default; "
+                                         f"pass --private-task (valid choices: {', '.join(data.tasks)})")
+                    attack_task = data.check_task(private_task)
+                else:
+                    attack_task = target_task
+                for a_params in configurations(ATTACKERS, a, sets.get(a, {})):
+                    for seed in seeds:
+                        specs.append(RunSpec(defense=d, attacker=a, dataset=args.dataset, target_task=target_task,
+                                             attack_task=attack_task, target_arch=args.target_arch, seed=seed,
+                                             preset=args.preset, defense_params=d_params, attacker_params=a_params,
+                                             dataset_params=ds_params))
+    return specs
+
+
+def cmd_run(args) -> int:
+    from bench.runner import Env, execute
+
+    specs = plan_specs(args)
+    env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
+              device=args.device, jobs=args.jobs)
+    print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs added as needed)")
+    start = time.perf_counter()
+
+    def progress(status, label, reason):
+        print(f"  [{status}] {label}" + (f": {reason}" if reason else ""), flush=True)
+
+    if args.backend == "dask":
+        # joblib only hands work to Dask when more than one job is asked for.
+        env = replace(env, jobs=max(env.jobs, 2))
+        summary = _with_dask(args.scheduler, lambda: execute(specs, env, progress))
+    else:
+        summary = execute(specs, env, progress)
+    print(summary.text())
+    _print_leaderboards(args.results_dir, specs)
+    if not args.no_plots:
+        from bench.plots import write_plots
+        for path in write_plots(args.results_dir):
+            print(f"plot: {path}")
+    print(f"done in {time.perf_counter() - start:.1f}s; results in {args.results_dir}/")
+    return 1 if summary.failed else 0
+
+
+def _with_dask(scheduler: str | None, fn):
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise BenchError("--backend dask needs dask[distributed]: pip install 'repurpose-bench[dask]'") from None
+    import joblib
+
+    cluster = None if scheduler else LocalCluster(n_workers=2, threads_per_worker=1, processes=True)
+    with Client(scheduler or cluster), joblib.parallel_config(backend="dask"):
+        try:
+            return fn()
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+
+def cmd_list(args) -> int:
+    from bench.registry import ATTACKERS, DATASETS, DEFENSES
+
+    for title, reg in (("defenses", DEFENSES), ("attackers", ATTACKERS), ("datasets", DATASETS)):
+        print(f"{title}:")
+        for name in reg.names():
+            cls = reg.get(name)
+            extra = f" [{cls.knowledge}]" if hasattr(cls, "knowledge") else ""
+            extra += f" releases {cls.releases}" if hasattr(cls, "releases") else ""
+            print(f"  {name}{extra}: {cls.description}")
+            if getattr(cls, "tasks", ""):
+                print(f"      tasks: {cls.tasks}")
+            params = reg.hparams(name)
+            if params:
+                text = ", ".join(f"{k}={v!r}" for k, v in params.items())
+                print(textwrap.indent(textwrap.fill(f"hyperparameters: {text}", 96), "      "))
+    from bench.presets import PRESETS
+    print("presets:")
+    for p in PRESETS.values():
+        print(f"  {p.name}: {p.description}")
+    return 0
+
+
+def _print_leaderboards(results_dir: Path, specs=None) -> None:
+    from bench.results import write_leaderboards
+    import pandas as pd
+
+    tables = write_leaderboards(results_dir)
+    agg, worst = tables["agg"], tables["worst"]
+    if agg.empty:
+        print("leaderboard: no finished runs yet")
+        return
+    shown = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance", "clean_acc"]
+    view = agg[agg.metric.isin(shown)]
+    if specs:
+        keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}
+        view = view[[(d, a, ds) in keep for d, a, ds in zip(view.defense, view.attacker, view.dataset)]]
+    table = view.pivot_table(index=["dataset", "defense", "defense_params", "attacker", "attack_task"],
+                             columns="metric", values="mean", aggfunc="first")
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40,
+                           "display.float_format", "{:.4f}".format):
+        print("\nleaderboard (mean over seeds; results/leaderboard_agg.csv has std, n, ci95):")
+        print(table.reset_index().to_string(index=False))
+        print("\nworst case per defense (calibrated attackers only):")
+        print(worst.to_string(index=False))
+    print(f"\nwritten: {results_dir}/leaderboard.csv, leaderboard_agg.csv, leaderboard_worst.csv")
+
+
+def cmd_leaderboard(args) -> int:
+    if not (args.results_dir / "runs").is_dir():
+        raise BenchError(f"no runs in {args.results_dir}/runs; run `python -m bench run` first")
+    _print_leaderboards(args.results_dir)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+    from bench.results import compare, read_long
+
+    table = compare(read_long(args.a), read_long(args.b))
+    if table.empty:
+        print("no configuration appears in both leaderboards")
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 30,
+                           "display.float_format", "{:.4f}".format):
+        print(table.to_string(index=False))
+    n_sig = int(table["significant"].sum())
+    print(f"\n{n_sig} of {len(table)} differences exceed the 95 % confidence intervals "
+          "(disjoint CIs; a configuration with n = 1 on both sides has no interval to compare)")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from bench.plots import write_plots
+
+    if not (args.results_dir / "runs").is_dir():
+        raise BenchError(f"no runs in {args.results_dir}/runs; run `python -m bench run` first")
+    for path in write_plots(args.results_dir):
+        print(f"plot: {path}")
+    return 0

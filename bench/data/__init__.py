@@ -1,0 +1,1 @@
+"""Dataset loaders (plugins in the `bench.datasets` entry-point group) and splits."""

@@ -1,0 +1,109 @@
+"""What every dataset loader returns, and the base class loaders derive from.
+
+A loader decodes its source once into uint8 tensors, caches them keyed by a
+checksum of the source (`cached`), and hands back an `ImageDataset`. Splitting
+into owner/attacker/val/test happens later, per seed (`bench.data.splits`).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import torch
+
+from bench.errors import BenchError, unknown
+from bench.storage import cache_root, load_tensors, save_tensors
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """All images of a dataset as one uint8 N x C x H x W tensor, plus task labels.
+
+    `train_idx` / `test_idx` are the source's official partition; `val_idx` is the
+    source's own validation partition when it has one (CelebA), else None and
+    the splitter carves `val` out of the training part.
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: dict[str, torch.Tensor]
+    classes: dict[str, list[str]]
+    train_idx: torch.Tensor
+    test_idx: torch.Tensor
+    val_idx: torch.Tensor | None = None
+    default_task: str = "class"
+    private_task: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"{self.name}: images must be uint8 N x C x H x W, got {self.images.dtype} {tuple(self.images.shape)}")
+        for task, y in self.labels.items():
+            if len(y) != len(self.images):
+                raise ValueError(f"{self.name}: task {task!r} has {len(y)} labels for {len(self.images)} images")
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.labels)
+
+    def num_classes(self, task: str) -> int:
+        return len(self.classes[self.check_task(task)])
+
+    def check_task(self, task: str) -> str:
+        if task not in self.labels:
+            raise unknown(f"task for dataset {self.name}", task, self.labels)
+        return task
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+
+class DatasetLoader:
+    """Base of dataset plugins. `__init__` stores options only; `load` does the work."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    tasks: ClassVar[str] = ""  # one line for `bench list`
+    env_var: ClassVar[str] = "BENCH_DATA_DIR"
+
+    def get_params(self) -> dict:
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def load(self, data_dir: Path | None) -> ImageDataset:
+        raise NotImplementedError
+
+    @staticmethod
+    def search_dirs(data_dir: Path | None, *defaults: Path) -> list[Path]:
+        """Where to look, in order: --data-dir, $BENCH_DATA_DIR, the loader's defaults."""
+        dirs = []
+        if data_dir is not None:
+            dirs.append(Path(data_dir))
+        elif os.environ.get("BENCH_DATA_DIR"):
+            dirs.append(Path(os.environ["BENCH_DATA_DIR"]))
+        dirs.extend(Path(d) for d in defaults)
+        return dirs
+
+    @staticmethod
+    def require_dir(data_dir: Path | None) -> None:
+        if data_dir is not None and not Path(data_dir).is_dir():
+            raise BenchError(f"--data-dir {str(data_dir)!r} is not a directory")
+
+
+def cached(kind: str, key: str, build: Callable[[], dict]) -> dict:
+    """Load the decoded tensors for (`kind`, `key`) from the cache, or build and store them.
+
+    `build` returns a dict of tensors / lists / strings. It is written only once
+    complete, atomically and with a checksum, so a failed or killed decode
+    leaves nothing a later run could load.
+    """
+    path = cache_root() / "data" / f"{kind}-{key[:20]}.pt"
+    obj = load_tensors(path)
+    if obj is None:
+        obj = build()
+        save_tensors(path, obj)
+    return obj

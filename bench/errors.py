@@ -1,0 +1,25 @@
+"""Errors the CLI turns into one clear line and exit code 2.
+
+A `BenchError` is always the user's input (or environment) being wrong, never a
+bug: the message must name the bad value and, where there is a closed set, the
+valid choices.
+"""
+
+
+class BenchError(Exception):
+    """Bad input: unknown name, ill-typed value, missing or corrupt data."""
+
+    exit_code = 2
+
+
+class NotApplicable(Exception):
+    """An attacker cannot use the released data (e.g. `transfer` on feature maps).
+
+    The runner records `status: not_applicable` with this message as the reason.
+    """
+
+
+def unknown(kind: str, value: object, choices) -> BenchError:
+    """The standard 'unknown X' error, listing every valid choice."""
+    valid = ", ".join(sorted(map(str, choices))) or "(none)"
+    return BenchError(f"unknown {kind} {value!r}; valid choices: {valid}")

@@ -1,0 +1,126 @@
+"""Every number the harness reports is computed here (DESIGN section 4).
+
+Plugins never grade themselves: they return logits or images, and these
+functions turn them into accuracies, leakage, PSNR/SSIM and aggregates.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import stats
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(1) == y).float().mean().item()
+
+
+def chance(y: torch.Tensor) -> float:
+    """Majority-class rate: what always guessing the most common class scores."""
+    return (torch.bincount(y).max() / len(y)).item()
+
+
+def agreement(released_logits: torch.Tensor, clean_logits: torch.Tensor) -> float:
+    """How often the designated model says the same on released data as on the clean image."""
+    return (released_logits.argmax(1) == clean_logits.argmax(1)).float().mean().item()
+
+
+def designated_metrics(clean_logits: torch.Tensor, released_logits: torch.Tensor, y: torch.Tensor) -> dict:
+    return {
+        "clean_acc": accuracy(clean_logits, y),
+        "utility_acc": accuracy(released_logits, y),
+        "agreement": agreement(released_logits, clean_logits),
+    }
+
+
+def classifier_metrics(pred, y: torch.Tensor) -> dict:
+    """`attack_acc` of one model, or of an ensemble: each member, their mean and max.
+
+    For an ensemble `attack_acc` is the max (the attacker picks its best model),
+    which is what leakage and the worst case are computed on.
+    """
+    if isinstance(pred, dict):
+        accs = {name: accuracy(logits, y) for name, logits in pred.items()}
+        out = {f"attack_acc.{name}": acc for name, acc in accs.items()}
+        out["attack_acc_mean"] = float(np.mean(list(accs.values())))
+        out["attack_acc_max"] = max(accs.values())
+        out["attack_acc"] = out["attack_acc_max"]
+        return out
+    return {"attack_acc": accuracy(pred, y)}
+
+
+def image_metrics(pred: torch.Tensor, images: torch.Tensor) -> dict:
+    """PSNR and SSIM on [0, 1] images, per image then averaged (skimage)."""
+    p = pred.clamp(0, 1).numpy().astype(np.float64)
+    t = images.numpy().astype(np.float64)
+    psnrs, ssims = [], []
+    for a, b in zip(p, t):
+        psnrs.append(peak_signal_noise_ratio(b, a, data_range=1.0))
+        ssims.append(structural_similarity(b, a, data_range=1.0, channel_axis=0,
+                                           win_size=min(7, _odd(min(b.shape[1:])))))
+    # A pixel-perfect inversion has infinite PSNR; cap it so aggregates stay finite.
+    return {"psnr": float(np.mean(np.minimum(psnrs, 100.0))), "ssim": float(np.mean(ssims))}
+
+
+def _odd(n: int) -> int:
+    return n if n % 2 else n - 1
+
+
+def leakage(attack: float, chance_level: float, attack_on_identity: float) -> float | None:
+    """(attack - chance) / (attack_on_identity - chance): 0 = nothing learnt, 1 = as with no defense."""
+    denom = attack_on_identity - chance_level
+    if denom <= 1e-9:
+        return None  # the attacker learns nothing even without a defense: leakage is undefined
+    return (attack - chance_level) / denom
+
+
+def suppression(utility: float, attack: float) -> float | None:
+    return utility / attack if attack > 0 else None
+
+
+def is_weak(attack_on_identity: float, clean_acc: float, ratio: float = 0.9) -> bool:
+    """An attacker that cannot reach 0.9 x the designated model's accuracy without a defense."""
+    return attack_on_identity < ratio * clean_acc
+
+
+def ci95(values) -> tuple[float, float]:
+    """Student-t 95 % confidence interval of the mean (a point when n = 1)."""
+    v = np.asarray(values, dtype=float)
+    m = float(v.mean())
+    if len(v) < 2 or float(v.std(ddof=1)) == 0.0:
+        return m, m
+    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=m, scale=stats.sem(v))
+    return float(lo), float(hi)
+
+
+def finite(metrics: dict) -> dict:
+    """Drop undefined values (None) and reject NaN/inf, which would poison every aggregate."""
+    out = {}
+    for k, v in metrics.items():
+        if v is None:
+            continue
+        v = float(v)
+        if not math.isfinite(v):
+            raise FloatingPointError(f"metric {k} is {v}")
+        out[k] = v
+    return out
+
+
+def relative_metrics(m: dict, identity: dict) -> dict:
+    """Leakage of a defended run against its identity twin (same attacker, seed, data).
+
+    Classifiers: every `attack_acc*` number against chance. Inversion: SSIM
+    against the SSIM of predicting the mean image (what a decoder that learnt
+    nothing would output).
+    """
+    out = {}
+    for key, value in m.items():
+        if key.startswith("attack_acc") and key in identity:
+            out["leakage" + key[len("attack_acc"):]] = leakage(value, m["chance"], identity[key])
+            out[key + "_identity"] = identity[key]
+    if "ssim" in m and "ssim" in identity:
+        out["leakage"] = leakage(m["ssim"], m["ssim_chance"], identity["ssim"])
+        out["psnr_identity"], out["ssim_identity"] = identity["psnr"], identity["ssim"]
+    return out

@@ -1,0 +1,182 @@
+"""One run, from data to metrics: designated model, fitted defense, released splits,
+attacker, numbers. Every expensive shared step goes through the artifact cache, so
+the second attacker on the same defense trains nothing the first one trained.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import metrics as M
+from bench.artifacts import Artifacts
+from bench.data.base import ImageDataset
+from bench.data.splits import Splits, make_splits
+from bench.models import build_classifier
+from bench.presets import Preset, get_preset
+from bench.protocol import AttackContext, DataSpec, Defense, FitData
+from bench.registry import ATTACKERS, DATASETS, DEFENSES
+from bench.runspec import RunSpec
+from bench.training import as_float, fit_classifier, predict
+
+N_SAMPLES = 8  # test images kept per inversion run for the image grid
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str, params_items: tuple, data_dir: str | None) -> ImageDataset:
+    loader = DATASETS.create(name, dict(params_items))
+    return loader.load(Path(data_dir) if data_dir else None)
+
+
+@dataclass
+class Stage:
+    """The data and shared artifacts of one (dataset, seed, preset, target, defense)."""
+
+    spec: RunSpec
+    data: ImageDataset
+    splits: Splits
+    preset: Preset
+    device: torch.device
+    artifacts: Artifacts
+
+    @classmethod
+    def open(cls, spec: RunSpec, data_dir: str | None, device: torch.device, artifacts: Artifacts) -> "Stage":
+        data = load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
+        preset = get_preset(spec.preset)
+        splits = make_splits(data, spec.seed, **preset.caps())
+        return cls(spec, data, splits, preset, device, artifacts)
+
+    # --- data --------------------------------------------------------------------------
+    def images(self, split: str) -> torch.Tensor:
+        return as_float(self.data.images[getattr(self.splits, split)])
+
+    def labels(self, split: str, task: str) -> torch.Tensor:
+        return self.data.labels[self.data.check_task(task)][getattr(self.splits, split)]
+
+    def base_key(self) -> dict:
+        s = self.spec
+        return {"dataset": s.dataset, "dataset_params": s.dataset_params, "splits": self.splits.digest(),
+                "train": asdict(self.preset.train), "seed": s.seed}
+
+    # --- shared artifacts -----------------------------------------------------------------
+    def target_key(self) -> dict:
+        return {**self.base_key(), "role": "target", "task": self.spec.target_task, "arch": self.spec.target_arch}
+
+    def target(self) -> torch.nn.Module:
+        return self._classifier(self.target_key(), "owner", self.spec.target_task, self.spec.target_arch)
+
+    def clean_model(self, task: str, arch: str) -> torch.nn.Module:
+        """An off-the-shelf model trained on the attacker's clean images (no defense involved)."""
+        key = {**self.base_key(), "role": "attacker-clean", "task": task, "arch": arch}
+        return self._classifier(key, "attacker", task, arch)
+
+    def _classifier(self, key: dict, split: str, task: str, arch: str) -> torch.nn.Module:
+        n_classes = self.data.num_classes(task)
+
+        def build():
+            model = build_classifier(arch, self.data.image_shape, n_classes)
+            model = fit_classifier(model, self.images(split), self.labels(split, task),
+                                   val=(self.images("val"), self.labels("val", task)), config=self.preset.train,
+                                   device=self.device, seed=self.spec.seed, desc=f"{key['role']} {arch}")
+            return {"state": model.state_dict()}
+
+        obj = self.artifacts.get("model", key, build)
+        model = build_classifier(arch, self.data.image_shape, n_classes)
+        model.load_state_dict(obj["state"])
+        return model.to(self.device).eval()
+
+    def defense_key(self) -> dict:
+        return {**self.target_key(), "defense": self.spec.defense, "defense_params": self.spec.defense_params}
+
+    def data_spec(self) -> DataSpec:
+        t = self.spec.target_task
+        return DataSpec(self.data.image_shape, self.data.num_classes(t), t)
+
+    def defense(self) -> tuple[Defense, float]:
+        """The fitted defense and the seconds its fit took (when it was first built)."""
+        target = self.target()
+        defense = DEFENSES.create(self.spec.defense, self.spec.defense_params)
+        fitted = []
+
+        def build():
+            t = self.spec.target_task
+            data = FitData(self.images("owner"), self.labels("owner", t), self.images("val"), self.labels("val", t),
+                           self.data_spec(), self.device, self.preset.train)
+            defense.fit(data, target, seed=self.spec.seed)
+            fitted.append(True)
+            return {"state": defense.state_dict()}
+
+        obj = self.artifacts.get("defense", self.defense_key(), build)
+        if not fitted:
+            defense.restore(obj["state"], target, self.data_spec(), self.device)
+        return defense, float(obj["build_s"])
+
+    def released(self, defense: Defense, split: str) -> tuple[torch.Tensor, float]:
+        """Released data of a split and the milliseconds per image its release took."""
+        def build():
+            x = self.images(split)
+            start = time.perf_counter()
+            r = defense.release(x, desc=f"release {split}")
+            return {"x": r, "ms_per_image": 1000 * (time.perf_counter() - start) / len(x)}
+
+        obj = self.artifacts.get("release", {**self.defense_key(), "split": split}, build)
+        return obj["x"], float(obj["ms_per_image"])
+
+
+def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, artifacts: Artifacts) -> tuple[dict, dict]:
+    """Execute one run. Returns (metrics, extras): extras holds split sizes, timings, samples."""
+    stage = Stage.open(spec, data_dir, device, artifacts)
+    t_task, a_task = spec.target_task, spec.attack_task
+    defense, fit_s = stage.defense()
+    released = {s: stage.released(defense, s) for s in ("attacker", "val", "test")}
+    r_train, r_val, r_test = (released[s][0] for s in ("attacker", "val", "test"))
+
+    x_test, y_test = stage.images("test"), stage.labels("test", t_task)
+    clean_logits = predict(stage.target(), x_test, device=device)
+    out = M.designated_metrics(clean_logits, defense.designated(r_test), y_test)
+    out.update(fit_s=fit_s, release_ms_per_image=released["test"][1],
+               released_bytes_per_image=r_test[0].numel() * r_test.element_size())
+
+    attacker = ATTACKERS.create(spec.attacker, spec.attacker_params)
+    if attacker.predicts == "images":
+        targets, val_targets = stage.images("attacker"), stage.images("val")
+    else:
+        targets, val_targets = stage.labels("attacker", a_task), stage.labels("val", a_task)
+    context = AttackContext(
+        task=a_task, num_classes=stage.data.num_classes(a_task), image_shape=stage.data.image_shape,
+        released_shape=tuple(r_test.shape[1:]), released_val=r_val, val_targets=val_targets,
+        target_arch=spec.target_arch, device=device, train=stage.preset.train,
+        clean_model=lambda arch: stage.clean_model(a_task, arch),
+    )
+    start = time.perf_counter()
+    attacker.fit(r_train, targets, context=context, seed=spec.seed)
+    out["attack_fit_s"] = time.perf_counter() - start
+    pred = attacker.predict(r_test)
+
+    extras = {"splits": {**stage.splits.sizes(), "digest": stage.splits.digest(), "seed": spec.seed},
+              "released_shape": list(r_test.shape[1:])}
+    if attacker.predicts == "images":
+        out.update(M.image_metrics(pred, x_test))
+        mean_image = stage.images("attacker").mean(0, keepdim=True).expand_as(x_test)
+        out.update({f"{k}_chance": v for k, v in M.image_metrics(mean_image, x_test).items()})
+        extras["samples"] = {"original": x_test[:N_SAMPLES], "inverted": pred[:N_SAMPLES],
+                             "released": r_test[:N_SAMPLES]}
+    else:
+        y_attack = stage.labels("test", a_task)
+        out.update(M.classifier_metrics(pred, y_attack))
+        out["chance"] = M.chance(y_attack)
+    return out, extras
+
+
+def save_samples(path: Path, samples: dict) -> None:
+    """uint8 arrays in an .npz (no pickles): originals, released (if image-shaped), inversions."""
+    arrays = {k: (v.clamp(0, 1) * 255).round().to(torch.uint8).numpy() for k, v in samples.items()
+              if v.dim() == 4 and v.shape[1] in (1, 3)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)

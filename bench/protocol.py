@@ -1,0 +1,169 @@
+"""The plugin contract: `Defense` and `Attacker` base classes (DESIGN section 5).
+
+The bases own the plumbing (device, eval mode, batching, no_grad, progress) so
+a plugin file holds only its method: a defense implements `_fit` and
+`_release` (and `_designated` when the designated model is its own), an
+attacker implements `_fit` and `_predict`. As in scikit-learn, `__init__`
+only stores hyperparameters (all with defaults; `bench list` reads them from
+the signature) and learned state lives in attributes ending in `_`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from bench.training import TrainConfig, predict
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shapes and task of the data a plugin works on."""
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    task: str
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a defense is fitted on: the owner's labelled images and `val` (never `test`)."""
+
+    x: torch.Tensor          # owner images, float in [0, 1]
+    y: torch.Tensor          # owner labels for the designated task
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    spec: DataSpec
+    device: torch.device
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attacker knows besides the released attacker split and its targets.
+
+    The attacker owns clean images of its own (the `attacker` split), so it can
+    train off-the-shelf clean models: `clean_model(arch)` returns one trained on
+    clean attacker data for `task`, built once per (dataset, seed, task, arch)
+    by the runner's artifact cache and shared by every defense and attacker.
+    """
+
+    task: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    released_shape: tuple[int, ...]
+    released_val: torch.Tensor
+    val_targets: torch.Tensor             # labels, or clean images for inversion
+    target_arch: str
+    device: torch.device
+    train: TrainConfig
+    clean_model: Callable[[str], nn.Module]
+
+    @property
+    def released_is_image(self) -> bool:
+        return tuple(self.released_shape) == tuple(self.image_shape)
+
+
+class Plugin:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    batch_size: ClassVar[int] = 512
+
+    def get_params(self) -> dict:
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """Learned modules: attributes ending in `_` that are nn.Modules."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and isinstance(v, nn.Module)}
+
+    def _batched(self, fn, x: torch.Tensor, desc: str | None = None):
+        for module in self._modules().values():
+            module.eval()
+        return predict(fn, x, device=self.device_, batch_size=self.batch_size, desc=desc)
+
+
+class Defense(Plugin):
+    releases: ClassVar[str] = "image"   # "image" or "features"
+
+    def fit(self, data: FitData, target: nn.Module, *, seed: int) -> "Defense":
+        self._attach(target, data.device, data.spec)
+        self._build(data.spec)
+        self._fit(data, seed=seed)
+        return self
+
+    def restore(self, state: dict, target: nn.Module, spec: DataSpec, device: torch.device) -> "Defense":
+        """Rebuild a fitted defense from `state_dict()` output (the artifact cache)."""
+        self._attach(target, device, spec)
+        self._build(spec)
+        self.load_state_dict(state)
+        return self
+
+    def release(self, x: torch.Tensor, desc: str | None = None) -> torch.Tensor:
+        """The only thing attackers ever see. `x`: float images in [0, 1]."""
+        return self._batched(self._release, x, desc)
+
+    def designated(self, released: torch.Tensor) -> torch.Tensor:
+        """Logits of the designated model on released data."""
+        return self._batched(self._designated, released)
+
+    def state_dict(self) -> dict:
+        state = {name: m.state_dict() for name, m in self._modules().items() if name != "target_"}
+        state.update({k: v for k, v in vars(self).items() if k.endswith("_") and isinstance(v, torch.Tensor)})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        modules = self._modules()
+        for key, value in state.items():
+            if key in modules:
+                modules[key].load_state_dict(value)
+            else:
+                setattr(self, key, value.to(self.device_))
+
+    # --- what a defense implements -------------------------------------------------
+    def _build(self, spec: DataSpec) -> None:
+        """Create (untrained) modules for these shapes; called before `_fit` and on restore."""
+
+    def _fit(self, data: FitData, *, seed: int) -> None:
+        """Learn the defense's state (attributes ending in `_`)."""
+
+    def _release(self, xb: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _designated(self, rb: torch.Tensor) -> torch.Tensor:
+        return self.target_(rb)
+
+    def _attach(self, target: nn.Module, device: torch.device, spec: DataSpec) -> None:
+        self.device_ = device
+        self.spec_ = spec
+        # The designated model is frozen: no defense may change its weights.
+        self.target_ = target.to(device).eval().requires_grad_(False)
+
+
+class Attacker(Plugin):
+    knowledge: ClassVar[str] = "gray-box"   # "black-box" | "gray-box" | "white-box"
+    predicts: ClassVar[str] = "labels"       # "labels" (logits) or "images" (inversion)
+    uses_private_task: ClassVar[bool] = False
+
+    def fit(self, released_train: torch.Tensor, targets: torch.Tensor, *, context: AttackContext,
+            seed: int) -> "Attacker":
+        self.device_ = context.device
+        self._fit(released_train, targets, context=context, seed=seed)
+        return self
+
+    def predict(self, released: torch.Tensor):
+        """Logits (or images for inversion); a dict name -> tensor for an ensemble of models."""
+        return self._batched(self._predict, released)
+
+    def _fit(self, released_train, targets, *, context: AttackContext, seed: int) -> None:
+        raise NotImplementedError
+
+    def _predict(self, rb: torch.Tensor):
+        raise NotImplementedError

@@ -1,0 +1,103 @@
+"""One registry class over entry points: the single discovery path for plugins.
+
+Built-ins are declared in this project's pyproject.toml exactly as a third-party
+package would declare its own, so `bench list` shows both and nothing here
+needs to change when someone adds a defense. A plugin module is imported only
+when it is named.
+"""
+from __future__ import annotations
+
+import inspect
+from functools import cached_property
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from bench.errors import BenchError, unknown
+
+
+class Registry:
+    def __init__(self, group: str, kind: str):
+        self.group = group
+        self.kind = kind
+
+    @cached_property
+    def _entries(self) -> dict[str, EntryPoint]:
+        found: dict[str, EntryPoint] = {}
+        for ep in entry_points(group=self.group):
+            if ep.name in found and found[ep.name].value != ep.value:
+                raise BenchError(
+                    f"{self.kind} {ep.name!r} is registered twice: {found[ep.name].value} "
+                    f"({_dist(found[ep.name])}) and {ep.value} ({_dist(ep)})"
+                )
+            found[ep.name] = ep
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> type:
+        if name not in self._entries:
+            raise unknown(self.kind, name, self._entries)
+        return self._entries[name].load()
+
+    def source(self, name: str) -> str:
+        ep = self._entries[name]
+        return f"{ep.value} ({_dist(ep)})"
+
+    def hparams(self, name: str) -> dict[str, Any]:
+        """Hyperparameters and their defaults, read from the class's `__init__`."""
+        return hparams_of(self.get(name))
+
+    def create(self, name: str, params: dict[str, Any] | None = None):
+        cls = self.get(name)
+        params = dict(params or {})
+        valid = hparams_of(cls)
+        for key, value in params.items():
+            if key not in valid:
+                raise unknown(f"hyperparameter for {self.kind} {name}", key, valid)
+            params[key] = coerce(value, valid[key], f"{name}.{key}")
+        return cls(**params)
+
+
+def hparams_of(cls: type) -> dict[str, Any]:
+    sig = inspect.signature(cls.__init__)
+    out = {}
+    for p in sig.parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if p.default is p.empty:
+            raise TypeError(f"{cls.__name__}.__init__ parameter {p.name!r} needs a default")
+        out[p.name] = p.default
+    return out
+
+
+def coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert a `--set` string to the type of the parameter's default."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            low = value.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return low in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            return tuple(type(default[0])(v) if default else v for v in value.split("+") if v)
+    except ValueError:
+        pass
+    else:
+        return value
+    raise BenchError(f"--set {where}={value!r}: expected {type(default).__name__} like {default!r}")
+
+
+def _dist(ep: EntryPoint) -> str:
+    return getattr(getattr(ep, "dist", None), "name", None) or "unknown distribution"
+
+
+DEFENSES = Registry("bench.defenses", "defense")
+ATTACKERS = Registry("bench.attackers", "attacker")
+DATASETS = Registry("bench.datasets", "dataset")

@@ -1,0 +1,51 @@
+"""RunSpec: everything that determines one run's numbers, frozen and hashed into its run_id."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from bench.storage import digest_json
+
+# Bump when a change to the harness makes old results incomparable.
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    defense: str
+    attacker: str
+    dataset: str
+    target_task: str
+    attack_task: str
+    target_arch: str
+    seed: int
+    preset: str
+    defense_params: dict = field(default_factory=dict)
+    attacker_params: dict = field(default_factory=dict)
+    dataset_params: dict = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return digest_json({"schema": SCHEMA, **self.to_dict()})[:16]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        return cls(**d)
+
+    def on_identity(self, identity_params: dict) -> "RunSpec":
+        """The same attack with no defense: the calibration run leakage is measured against."""
+        return replace(self, defense="identity", defense_params=identity_params)
+
+    def defense_key(self) -> dict:
+        """What determines the fitted defense (not the attacker)."""
+        d = self.to_dict()
+        for k in ("attacker", "attacker_params", "attack_task"):
+            d.pop(k)
+        return d
+
+    def label(self) -> str:
+        params = json.dumps(self.defense_params, sort_keys=True) if self.defense_params else ""
+        return f"{self.defense}{params} x {self.attacker} on {self.dataset}[{self.attack_task}] seed {self.seed}"

@@ -1,0 +1,34 @@
+"""`--set name.param=value` parsing: typed, validated, and comma-separated values sweep."""
+from __future__ import annotations
+
+import itertools
+
+from bench.errors import BenchError
+from bench.registry import Registry, coerce, hparams_of
+
+
+def parse_sets(items: list[str], plugin_names: dict[str, Registry]) -> dict[str, dict[str, list[str]]]:
+    """{'vfc': {'beta': ['0.01', '0.1']}} from ['vfc.beta=0.01,0.1']; plugin names must be in the run."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        plugin, dot, param = name.partition(".")
+        if not sep or not dot or not plugin or not param or value == "":
+            raise BenchError(f"--set {item!r}: expected name.param=value (e.g. --set finetune.budget=500)")
+        if plugin not in plugin_names:
+            raise BenchError(f"--set {item!r}: {plugin!r} is not a defense, attacker or dataset of this run; "
+                             f"valid choices: {', '.join(sorted(plugin_names))}")
+        out.setdefault(plugin, {})[param] = value.split(",")
+    return out
+
+
+def configurations(registry: Registry, name: str, sets: dict[str, list[str]]) -> list[dict]:
+    """Every combination of the swept values, each fully typed (defaults filled in)."""
+    defaults = hparams_of(registry.get(name))
+    for param in sets:
+        if param not in defaults:
+            valid = ", ".join(sorted(defaults)) or "(it has none)"
+            raise BenchError(f"--set {name}.{param}: unknown hyperparameter of {registry.kind} {name}; "
+                             f"valid choices: {valid}")
+    grid = [[(p, coerce(v, defaults[p], f"{name}.{p}")) for v in values] for p, values in sets.items()]
+    return [{**defaults, **dict(combo)} for combo in itertools.product(*grid)] if grid else [dict(defaults)]
