@@ -20,8 +20,8 @@ from bench.models import build_classifier
 from bench.presets import Preset, get_preset
 from bench.protocol import AttackContext, DataSpec, Defense, FitData
 from bench.registry import ATTACKERS, DATASETS, DEFENSES
-from bench.runspec import RunSpec
-from bench.training import as_float, fit_classifier, predict
+from bench.runspec import SCHEMA, RunSpec
+from bench.training import TrainConfig, as_float, fit_classifier, predict
 
 N_SAMPLES = 8  # test images kept per inversion run for the image grid
 
@@ -40,6 +40,7 @@ class Stage:
     data: ImageDataset
     splits: Splits
     preset: Preset
+    train: TrainConfig       # the preset's, with the dataset's own overrides
     device: torch.device
     artifacts: Artifacts
 
@@ -48,7 +49,8 @@ class Stage:
         data = load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
         preset = get_preset(spec.preset)
         splits = make_splits(data, spec.seed, **preset.caps())
-        return cls(spec, data, splits, preset, device, artifacts)
+        train = preset.train.with_(**DATASETS.get(spec.dataset).train_overrides.get(preset.name, {}))
+        return cls(spec, data, splits, preset, train, device, artifacts)
 
     # --- data --------------------------------------------------------------------------
     def images(self, split: str) -> torch.Tensor:
@@ -59,8 +61,8 @@ class Stage:
 
     def base_key(self) -> dict:
         s = self.spec
-        return {"dataset": s.dataset, "dataset_params": s.dataset_params, "splits": self.splits.digest(),
-                "train": asdict(self.preset.train), "seed": s.seed}
+        return {"schema": SCHEMA, "dataset": s.dataset, "dataset_params": s.dataset_params, "splits": self.splits.digest(),
+                "train": asdict(self.train), "seed": s.seed}
 
     # --- shared artifacts -----------------------------------------------------------------
     def target_key(self) -> dict:
@@ -80,7 +82,7 @@ class Stage:
         def build():
             model = build_classifier(arch, self.data.image_shape, n_classes)
             model = fit_classifier(model, self.images(split), self.labels(split, task),
-                                   val=(self.images("val"), self.labels("val", task)), config=self.preset.train,
+                                   val=(self.images("val"), self.labels("val", task)), config=self.train,
                                    device=self.device, seed=self.spec.seed, desc=f"{key['role']} {arch}")
             return {"state": model.state_dict()}
 
@@ -105,7 +107,7 @@ class Stage:
         def build():
             t = self.spec.target_task
             data = FitData(self.images("owner"), self.labels("owner", t), self.images("val"), self.labels("val", t),
-                           self.data_spec(), self.device, self.preset.train)
+                           self.data_spec(), self.device, self.train)
             defense.fit(data, target, seed=self.spec.seed)
             fitted.append(True)
             return {"state": defense.state_dict()}
@@ -149,7 +151,7 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
     context = AttackContext(
         task=a_task, num_classes=stage.data.num_classes(a_task), image_shape=stage.data.image_shape,
         released_shape=tuple(r_test.shape[1:]), released_val=r_val, val_targets=val_targets,
-        target_arch=spec.target_arch, device=device, train=stage.preset.train,
+        target_arch=spec.target_arch, device=device, train=stage.train,
         clean_model=lambda arch: stage.clean_model(a_task, arch),
     )
     start = time.perf_counter()

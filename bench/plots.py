@@ -45,7 +45,7 @@ def _tradeoff(worst, path: Path) -> Path | None:
         return None
     datasets = sorted(worst.dataset.unique())
     sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         d = worst[worst.dataset == ds]
         for i, row in enumerate(d.itertuples()):
@@ -56,7 +56,7 @@ def _tradeoff(worst, path: Path) -> Path | None:
                 yerr = [[leak - row.worst_ci95_low], [row.worst_ci95_high - leak]]
             ax.errorbar(row.utility_acc, leak, yerr=yerr, fmt="o", ms=8, capsize=4, label=label,
                         color=sns.color_palette("tab10")[i % 10])
-        ax.set_xlabel("utility: designated-model accuracy on released test data")
+        ax.set_xlabel("utility (designated-model accuracy on released test data)", fontsize=9)
         ax.set_ylabel("worst-case leakage over calibrated attackers\n(0 = nothing, 1 = as with no defense)")
         ax.set_title(ds)
         ax.axhline(0, color="grey", lw=0.8)

@@ -68,7 +68,9 @@ class DatasetLoader:
     name: ClassVar[str]
     description: ClassVar[str]
     tasks: ClassVar[str] = ""  # one line for `bench list`
-    env_var: ClassVar[str] = "BENCH_DATA_DIR"
+    # Training settings this dataset needs on top of a preset, by preset name
+    # (e.g. CIFAR-10 needs augmentation and more epochs than Fashion-MNIST).
+    train_overrides: ClassVar[dict[str, dict]] = {}
 
     def get_params(self) -> dict:
         sig = inspect.signature(type(self).__init__)
