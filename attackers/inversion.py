@@ -1,4 +1,6 @@
 """A decoder trained on (released, original) pairs to turn released data back into images."""
+import torch
+
 from bench.models import Decoder
 from bench.protocol import Attacker
 from bench.training import fit_decoder
@@ -10,15 +12,21 @@ class Inversion(Attacker):
     knowledge = "gray-box"
     predicts = "images"
 
-    def __init__(self, width: int = 32, depth: int = 2, lr: float = 2e-3):
+    def __init__(self, width: int = 32, depth: int = 2, epochs: int = 3, max_pairs: int = 10000, lr: float = 2e-3):
         self.width = width
         self.depth = depth
+        self.epochs = epochs
+        self.max_pairs = max_pairs
         self.lr = lr
 
     def _fit(self, released_train, targets, *, context, seed):
+        # Full-resolution decoders are the costliest models here; `max_pairs` bounds the attacker's budget.
+        pick = torch.randperm(len(released_train), generator=torch.Generator().manual_seed(seed))[:self.max_pairs]
         decoder = Decoder(context.released_shape, context.image_shape, width=self.width, depth=self.depth)
-        self.decoder_ = fit_decoder(decoder, released_train, targets, val=(context.released_val, context.val_targets),
-                                    config=context.train.with_(lr=self.lr), device=context.device, seed=seed)
+        self.decoder_ = fit_decoder(decoder, released_train[pick], targets[pick],
+                                    val=(context.released_val, context.val_targets),
+                                    config=context.train.with_(lr=self.lr, epochs=self.epochs), device=context.device,
+                                    seed=seed)
 
     def _predict(self, rb):
         return self.decoder_(rb)

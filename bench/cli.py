@@ -222,8 +222,8 @@ def cmd_list(args) -> int:
 
 
 def _print_leaderboards(results_dir: Path, specs=None) -> None:
-    from bench.results import write_leaderboards
     import pandas as pd
+    from bench.results import config_label, write_leaderboards
 
     tables = write_leaderboards(results_dir)
     agg, worst = tables["agg"], tables["worst"]
@@ -235,8 +235,11 @@ def _print_leaderboards(results_dir: Path, specs=None) -> None:
     if specs:
         keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}
         view = view[[(d, a, ds) in keep for d, a, ds in zip(view.defense, view.attacker, view.dataset)]]
-    table = view.pivot_table(index=["dataset", "defense", "defense_params", "attacker", "attack_task"],
+    view = view.assign(config=[config_label(d, p) for d, p in zip(view.defense, view.defense_params)])
+    table = view.pivot_table(index=["dataset", "config", "attacker", "attack_task"],
                              columns="metric", values="mean", aggfunc="first")
+    worst = worst.assign(config=[config_label(d, p) for d, p in zip(worst.defense, worst.defense_params)])
+    worst = worst[["dataset", "config"] + [c for c in worst.columns if c not in ("dataset", "config", "defense", "defense_params")]]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40,
                            "display.float_format", "{:.4f}".format):
         print("\nleaderboard (mean over seeds; results/leaderboard_agg.csv has std, n, ci95):")

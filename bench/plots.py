@@ -17,12 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.results import load_runs, write_leaderboards  # noqa: E402
-
-
-def config_label(defense: str, params: str) -> str:
-    p = json.loads(params) if params else {}
-    return defense + ("(" + ", ".join(f"{k}={v}" for k, v in p.items()) + ")" if p else "")
+from bench.results import config_label, load_runs, write_leaderboards  # noqa: E402
 
 
 def write_plots(results_dir: Path) -> list[Path]:

@@ -22,6 +22,19 @@ GROUP = ["defense", "defense_params", "attacker", "knowledge", "dataset", "targe
 CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", "preset"]
 
 
+def config_label(defense: str, params_json: str) -> str:
+    """`vfc(beta=0.1)`: the defense with the hyperparameters that differ from its defaults."""
+    from bench.registry import DEFENSES
+
+    params = json.loads(params_json) if params_json else {}
+    try:
+        defaults = DEFENSES.hparams(defense)
+    except BenchError:  # a plugin no longer installed: show everything
+        defaults = {}
+    changed = {k: v for k, v in params.items() if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
+    return defense + ("(" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")" if changed else "")
+
+
 def run_path(results_dir: Path, run_id: str) -> Path:
     return Path(results_dir) / "runs" / f"{run_id}.json"
 
