@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-arch", default="cnn", help="architecture of the designated model (default cnn)")
     r.add_argument("--seeds", default="0", help="e.g. 0 or 0,1,2 or 0-2 (default 0)")
     r.add_argument("--preset", default="default", help="smoke | default | full (default default)")
+    r.add_argument("--eval-split", default="test",
+                   help="test (default) or val: for tuning, score on a held-out half of val, never on test")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME.PARAM=VALUE",
                    help="hyperparameter of a defense, attacker or dataset; comma-separated values sweep "
                         "(repeatable), e.g. --set finetune.budget=500,2000")
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard CSVs from results/runs and print them")
     lb.add_argument("--results-dir", type=Path, default=Path("results"))
+    lb.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for READMEs and papers)")
     lb.set_defaults(func=cmd_leaderboard)
 
     c = sub.add_parser("compare", help="per-configuration differences between two long-format leaderboards")
@@ -113,6 +116,8 @@ def plan_specs(args) -> list:
 
     get_preset(args.preset)
     resolve_device(args.device)
+    if args.eval_split not in ("test", "val"):
+        raise unknown("--eval-split", args.eval_split, ("test", "val"))
     if args.jobs < 1:
         raise BenchError(f"--jobs {args.jobs}: must be >= 1")
     if args.backend not in ("loky", "dask"):
@@ -149,7 +154,8 @@ def plan_specs(args) -> list:
                     for seed in seeds:
                         specs.append(RunSpec(defense=d, attacker=a, dataset=args.dataset, target_task=target_task,
                                              attack_task=attack_task, target_arch=args.target_arch, seed=seed,
-                                             preset=args.preset, defense_params=d_params, attacker_params=a_params,
+                                             preset=args.preset, eval_split=args.eval_split,
+                                             defense_params=d_params, attacker_params=a_params,
                                              dataset_params=ds_params))
     return specs
 
@@ -221,7 +227,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _print_leaderboards(results_dir: Path, specs=None) -> None:
+def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -> None:
     import pandas as pd
     from bench.results import config_label, write_leaderboards
 
@@ -240,10 +246,17 @@ def _print_leaderboards(results_dir: Path, specs=None) -> None:
                              columns="metric", values="mean", aggfunc="first")
     worst = worst.assign(config=[config_label(d, p) for d, p in zip(worst.defense, worst.defense_params)])
     worst = worst[["dataset", "config"] + [c for c in worst.columns if c not in ("dataset", "config", "defense", "defense_params")]]
+    table = table.reset_index()
+    if markdown:
+        print("\nPer attacker (mean over seeds):\n")
+        print(table.to_markdown(index=False, floatfmt=".4f", missingval=""))
+        print("\nWorst case per defense (calibrated attackers only):\n")
+        print(worst.to_markdown(index=False, floatfmt=".4f", missingval=""))
+        return
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40,
                            "display.float_format", "{:.4f}".format):
         print("\nleaderboard (mean over seeds; results/leaderboard_agg.csv has std, n, ci95):")
-        print(table.reset_index().to_string(index=False))
+        print(table.to_string(index=False))
         print("\nworst case per defense (calibrated attackers only):")
         print(worst.to_string(index=False))
     print(f"\nwritten: {results_dir}/leaderboard.csv, leaderboard_agg.csv, leaderboard_worst.csv")
@@ -252,7 +265,7 @@ def _print_leaderboards(results_dir: Path, specs=None) -> None:
 def cmd_leaderboard(args) -> int:
     if not (args.results_dir / "runs").is_dir():
         raise BenchError(f"no runs in {args.results_dir}/runs; run `python -m bench run` first")
-    _print_leaderboards(args.results_dir)
+    _print_leaderboards(args.results_dir, markdown=args.markdown)
     return 0
 
 

@@ -15,7 +15,7 @@ import torch
 from bench import metrics as M
 from bench.artifacts import Artifacts
 from bench.data.base import ImageDataset
-from bench.data.splits import Splits, make_splits
+from bench.data.splits import Splits, make_splits, tuning_splits
 from bench.models import build_classifier
 from bench.presets import Preset, get_preset
 from bench.protocol import AttackContext, DataSpec, Defense, FitData
@@ -49,6 +49,8 @@ class Stage:
         data = load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
         preset = get_preset(spec.preset)
         splits = make_splits(data, spec.seed, **preset.caps())
+        if spec.eval_split == "val":
+            splits = tuning_splits(splits)
         train = preset.train.with_(**DATASETS.get(spec.dataset).train_overrides.get(preset.name, {}))
         return cls(spec, data, splits, preset, train, device, artifacts)
 
@@ -160,7 +162,7 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
     pred = attacker.predict(r_test)
 
     extras = {"splits": {**stage.splits.sizes(), "digest": stage.splits.digest(), "seed": spec.seed},
-              "released_shape": list(r_test.shape[1:])}
+              "train": asdict(stage.train), "released_shape": list(r_test.shape[1:])}
     if attacker.predicts == "images":
         out.update(M.image_metrics(pred, x_test))
         mean_image = stage.images("attacker").mean(0, keepdim=True).expand_as(x_test)

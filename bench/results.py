@@ -15,11 +15,12 @@ from bench import metrics as M
 from bench.errors import BenchError
 from bench.storage import atomic_write_bytes, atomic_write_json
 
-LONG_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "knowledge", "dataset", "target_task",
-                "attack_task", "target_arch", "preset", "seed", "weak_attacker", "metric", "value"]
-GROUP = ["defense", "defense_params", "attacker", "knowledge", "dataset", "target_task", "attack_task",
-         "target_arch", "preset"]
-CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", "preset"]
+LONG_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset",
+                "target_task", "attack_task", "target_arch", "preset", "eval_split", "seed", "weak_attacker",
+                "metric", "value"]
+GROUP = ["defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset", "target_task",
+         "attack_task", "target_arch", "preset", "eval_split"]
+CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", "preset", "eval_split"]
 
 
 def config_label(defense: str, params_json: str) -> str:
@@ -66,6 +67,8 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
         s = r["spec"]
         base = {"run_id": r["run_id"], "defense": s["defense"],
                 "defense_params": json.dumps(s["defense_params"], sort_keys=True), "attacker": s["attacker"],
+                "attacker_params": json.dumps(s["attacker_params"], sort_keys=True),
+                "eval_split": s.get("eval_split", "test"),
                 "knowledge": r.get("knowledge", ""), "dataset": s["dataset"], "target_task": s["target_task"],
                 "attack_task": s["attack_task"], "target_arch": s["target_arch"], "preset": s["preset"],
                 "seed": s["seed"], "weak_attacker": bool(r.get("flags", {}).get("weak_attacker", False))}
@@ -131,7 +134,7 @@ def read_long(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise BenchError(f"no leaderboard at {path}")
-    df = pd.read_csv(path, dtype={"defense_params": str})
+    df = pd.read_csv(path, dtype={"defense_params": str, "attacker_params": str})
     missing = set(LONG_COLUMNS) - set(df.columns)
     if missing:
         raise BenchError(f"{path} is not a long-format leaderboard: missing columns {sorted(missing)}")

@@ -211,9 +211,13 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
+    """The harness's commit, with `-dirty` when its working tree has uncommitted changes."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.TimeoutExpired):
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=here)
+    except (OSError, subprocess.TimeoutExpired):  # not a git checkout (an installed wheel): nothing to record
         return None
-    return out.stdout.strip() or None
+    commit = head.stdout.strip()
+    return (commit + ("-dirty" if dirty.stdout.strip() else "")) if commit else None

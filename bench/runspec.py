@@ -20,6 +20,7 @@ class RunSpec:
     target_arch: str
     seed: int
     preset: str
+    eval_split: str = "test"   # "val" for tuning: half of val is held out and plays the part of test
     defense_params: dict = field(default_factory=dict)
     attacker_params: dict = field(default_factory=dict)
     dataset_params: dict = field(default_factory=dict)
@@ -47,5 +48,7 @@ class RunSpec:
         return d
 
     def label(self) -> str:
-        params = json.dumps(self.defense_params, sort_keys=True) if self.defense_params else ""
-        return f"{self.defense}{params} x {self.attacker} on {self.dataset}[{self.attack_task}] seed {self.seed}"
+        from bench.results import config_label
+
+        defense = config_label(self.defense, json.dumps(self.defense_params, sort_keys=True))
+        return f"{defense} x {self.attacker} on {self.dataset}[{self.attack_task}] seed {self.seed}"

@@ -27,6 +27,16 @@ class Splits:
         return digest_json({k: getattr(self, k).tolist() for k in ("owner", "attacker", "val", "test")})[:16]
 
 
+def tuning_splits(splits: Splits) -> Splits:
+    """For hyperparameter tuning: half of `val` stays `val`, the other half plays `test`.
+
+    Tuning then never looks at the real test split (OpenOOD's rule).
+    """
+    half = len(splits.val) // 2
+    return Splits(owner=splits.owner, attacker=splits.attacker, val=splits.val[:half], test=splits.val[half:],
+                  seed=splits.seed)
+
+
 def make_splits(data: ImageDataset, seed: int, *, val_fraction: float = 0.1,
                 max_owner: int | None = None, max_attacker: int | None = None,
                 max_val: int | None = None, max_test: int | None = None) -> Splits:
