@@ -82,6 +82,7 @@ class Stage:
         n_classes = self.data.num_classes(task)
 
         def build():
+            torch.manual_seed(self.spec.seed)
             model = build_classifier(arch, self.data.image_shape, n_classes)
             model = fit_classifier(model, self.images(split), self.labels(split, task),
                                    val=(self.images("val"), self.labels("val", task)), config=self.train,

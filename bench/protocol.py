@@ -95,6 +95,7 @@ class Defense(Plugin):
 
     def fit(self, data: FitData, target: nn.Module, *, seed: int) -> "Defense":
         self._attach(target, data.device, data.spec)
+        torch.manual_seed(seed)  # the modules' initial weights, so that a seed fixes the whole fit
         self._build(data.spec)
         self._fit(data, seed=seed)
         return self
@@ -155,6 +156,7 @@ class Attacker(Plugin):
     def fit(self, released_train: torch.Tensor, targets: torch.Tensor, *, context: AttackContext,
             seed: int) -> "Attacker":
         self.device_ = context.device
+        torch.manual_seed(seed)  # the initial weights of whatever `_fit` builds
         self._fit(released_train, targets, context=context, seed=seed)
         return self
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from bench.storage import digest_json
 
 # Bump when a change to the harness makes old results incomparable.
-SCHEMA = 1
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
