@@ -6,7 +6,6 @@ into owner/attacker/val/test happens later, per seed (`bench.data.splits`).
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,10 +70,6 @@ class DatasetLoader:
     # Training settings this dataset needs on top of a preset, by preset name
     # (e.g. CIFAR-10 needs augmentation and more epochs than Fashion-MNIST).
     train_overrides: ClassVar[dict[str, dict]] = {}
-
-    def get_params(self) -> dict:
-        sig = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
 
     def load(self, data_dir: Path | None) -> ImageDataset:
         raise NotImplementedError

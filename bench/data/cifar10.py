@@ -1,0 +1,126 @@
+"""CIFAR-10: 60,000 32x32 colour images; tasks `class` (10) and `vehicle` (animal vs vehicle).
+
+Reads torchvision's python format (`cifar-10-batches-py/`, downloaded when online)
+or an ImageFolder layout (`train/<class>/*.jpg`, `test/<class>/*.jpg`) as a
+directory or as the tarballs `cifar10-train.tar.gz` + `cifar10-test.tar.gz`.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data.base import DatasetLoader, ImageDataset, cached
+from bench.data.images import Archive, decode_image, tree_digest
+from bench.errors import BenchError
+from bench.storage import cache_root, file_digest
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+VEHICLES = {"airplane", "automobile", "ship", "truck"}
+PICKLE_DIR = "cifar-10-batches-py"
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+def read_pickle_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's CIFAR python format: dicts with b'data' (N x 3072 uint8) and labels."""
+    xs, ys = [], []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                # The CIFAR distribution format is a pickle; torchvision reads it the same way.
+                batch = pickle.load(f, encoding="bytes")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as e:
+            raise BenchError(f"cannot read CIFAR batch {p}: {type(e).__name__}: {e}") from None
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def read_image_folder(archives: dict[str, Archive], classes: list[str]) -> dict:
+    """`<split>/<class>/<image>` members of each archive -> images, labels, train count."""
+    xs, ys, counts = [], [], {}
+    for split, archive in archives.items():
+        members = [n for n in archive.names() if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+        members = [n for n in members if len(n.split("/")) >= 3 and n.split("/")[-3] == split]
+        if not members:
+            raise BenchError(f"{archive.path}: no images laid out as {split}/<class>/<image>")
+        n = 0
+        for name in sorted(members):
+            cls = name.split("/")[-2]
+            if cls not in classes:
+                raise BenchError(f"{archive.where(name)}: unknown class folder {cls!r}; valid: {', '.join(classes)}")
+            img = decode_image(archive.read(name), archive.where(name), channels=3, size=32)
+            xs.append(img)
+            ys.append(classes.index(cls))
+            n += 1
+        counts[split] = n
+    return {"images": torch.from_numpy(np.stack(xs)), "labels": torch.tensor(ys), "n_train": counts["train"]}
+
+
+class CIFAR10(DatasetLoader):
+    name = "cifar10"
+    description = "CIFAR-10, 32x32 colour objects (50k train / 10k test)"
+    tasks = "class (10), vehicle (2: animal, vehicle)"
+    # 32x32 colour objects need augmentation and more epochs than Fashion-MNIST.
+    train_overrides = {"default": {"epochs": 12, "augment": True, "lr": 4e-3, "patience": 3},
+                       "full": {"epochs": 60, "augment": True, "patience": 8}}
+
+    def __init__(self, download: bool = True):
+        self.download = download
+
+    def load(self, data_dir: Path | None) -> ImageDataset:
+        self.require_dir(data_dir)
+        kind, key, build = self._locate(data_dir)
+        obj = cached(kind, key, build)
+        labels, n_train = obj["labels"], int(obj["n_train"])
+        vehicle = torch.tensor([int(c in VEHICLES) for c in CLASSES])
+        return ImageDataset(
+            name=self.name, images=obj["images"],
+            labels={"class": labels, "vehicle": vehicle[labels]},
+            classes={"class": CLASSES, "vehicle": ["animal", "vehicle"]},
+            train_idx=torch.arange(n_train), test_idx=torch.arange(n_train, len(labels)),
+            default_task="class", private_task="vehicle",
+        )
+
+    def _locate(self, data_dir: Path | None):
+        looked = []
+        for d in self.search_dirs(data_dir, cache_root() / "downloads"):
+            pickles = [d / PICKLE_DIR / b for b in TRAIN_BATCHES + ["test_batch"]]
+            looked.append(str(d / PICKLE_DIR))
+            if all(p.exists() for p in pickles):
+                return "cifar10-pickle", file_digest(*pickles), lambda: self._from_pickles(pickles)
+            tars = {"train": d / "cifar10-train.tar.gz", "test": d / "cifar10-test.tar.gz"}
+            looked.append(f"{tars['train']} + {tars['test'].name}")
+            if all(p.exists() for p in tars.values()):
+                return ("cifar10-folder", file_digest(*tars.values()),
+                        lambda: read_image_folder({s: Archive(p) for s, p in tars.items()}, CLASSES))
+            for root in (d / "cifar10", d):
+                looked.append(f"{root}/train/<class>/ + {root}/test/<class>/")
+                if (root / "train").is_dir() and (root / "test").is_dir():
+                    return ("cifar10-folder", tree_digest(root),
+                            lambda root=root: read_image_folder({s: Archive(root) for s in ("train", "test")}, CLASSES))
+        if self.download:
+            root = Path(data_dir) if data_dir is not None else cache_root() / "downloads"
+            self._download(root)
+            pickles = [root / PICKLE_DIR / b for b in TRAIN_BATCHES + ["test_batch"]]
+            return "cifar10-pickle", file_digest(*pickles), lambda: self._from_pickles(pickles)
+        raise BenchError("CIFAR-10 not found: looked for " + "; ".join(looked))
+
+    @staticmethod
+    def _from_pickles(paths: list[Path]) -> dict:
+        x_tr, y_tr = read_pickle_batches(paths[:-1], b"labels")
+        x_te, y_te = read_pickle_batches(paths[-1:], b"labels")
+        return {"images": torch.from_numpy(np.concatenate([x_tr, x_te])),
+                "labels": torch.from_numpy(np.concatenate([y_tr, y_te])), "n_train": len(x_tr)}
+
+    @staticmethod
+    def _download(root: Path) -> None:
+        from torchvision.datasets import CIFAR10 as TVCIFAR10
+
+        try:
+            TVCIFAR10(str(root), train=True, download=True)
+        except Exception as e:  # offline: URLError, OSError, RuntimeError
+            raise BenchError(f"CIFAR-10 not found locally and torchvision's download into {root} failed "
+                             f"({type(e).__name__}: {e}); pass --data-dir") from None
