@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from filelock import FileLock
 
@@ -20,7 +20,6 @@ from bench.storage import atomic_write_json, cache_root, digest_json, load_tenso
 class Artifacts:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else cache_root() / "artifacts"
-        self.built: list[str] = []   # kinds built (not loaded) by this process, for tests and benchmarks
 
     def path(self, kind: str, key: dict) -> Path:
         return self.root / kind / f"{digest_json(key)[:24]}.pt"
@@ -44,8 +43,4 @@ class Artifacts:
             obj["build_s"] = time.perf_counter() - start
             save_tensors(path, obj)
             atomic_write_json(path.with_suffix(".json"), key)  # what the hash stands for, for humans
-            self.built.append(kind)
         return obj
-
-    def has(self, kind: str, key: dict) -> bool:
-        return self.path(kind, key).exists()

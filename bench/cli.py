@@ -6,7 +6,6 @@ import sys
 import textwrap
 import time
 from dataclasses import replace
-import warnings
 from pathlib import Path
 
 from bench.errors import BenchError

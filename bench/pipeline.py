@@ -4,6 +4,7 @@ the second attacker on the same defense trains nothing the first one trained.
 """
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -21,6 +22,7 @@ from bench.presets import Preset, get_preset
 from bench.protocol import AttackContext, DataSpec, Defense, FitData
 from bench.registry import ATTACKERS, DATASETS, DEFENSES
 from bench.runspec import SCHEMA, RunSpec
+from bench.storage import atomic_write_bytes
 from bench.training import TrainConfig, as_float, fit_classifier, predict
 
 N_SAMPLES = 8  # test images kept per inversion run for the image grid
@@ -141,7 +143,7 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
     r_train, r_val, r_test = (released[s][0] for s in ("attacker", "val", "test"))
 
     x_test, y_test = stage.images("test"), stage.labels("test", t_task)
-    clean_logits = predict(stage.target(), x_test, device=device)
+    clean_logits = predict(defense.target_, x_test, device=device)
     out = M.designated_metrics(clean_logits, defense.designated(r_test), y_test)
     out.update(fit_s=fit_s, release_ms_per_image=released["test"][1],
                released_bytes_per_image=r_test[0].numel() * r_test.element_size())
@@ -181,7 +183,6 @@ def save_samples(path: Path, samples: dict) -> None:
     """uint8 arrays in an .npz (no pickles): originals, released (if image-shaped), inversions."""
     arrays = {k: (v.clamp(0, 1) * 255).round().to(torch.uint8).numpy() for k, v in samples.items()
               if v.dim() == 4 and v.shape[1] in (1, 3)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())

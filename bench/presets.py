@@ -1,7 +1,7 @@
 """Presets: how much data and training a run spends. Recorded in every result."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from bench.errors import unknown
 from bench.training import TrainConfig
@@ -19,9 +19,6 @@ class Preset:
 
     def caps(self) -> dict:
         return {k: getattr(self, k) for k in ("max_owner", "max_attacker", "max_val", "max_test")}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 PRESETS = {

@@ -42,7 +42,6 @@ class Env:
     results_dir: Path
     data_dir: str | None = None
     device: str = "auto"
-    cache_dir: str | None = None
     jobs: int = 1
 
 
@@ -126,8 +125,6 @@ def _parallel(env: Env, tasks: list, ordered: bool = True):
 def _worker_setup(env: Env) -> tuple[torch.device, Artifacts]:
     # Share the cores between workers instead of letting each grab all of them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, env.jobs)))
-    if env.cache_dir:
-        os.environ["BENCH_CACHE"] = env.cache_dir
     return resolve_device(env.device), Artifacts()
 
 

@@ -3,8 +3,6 @@
 Names are read from the registry at collection time, so a new plugin is covered
 without touching this file.
 """
-import inspect
-
 import pytest
 import torch
 

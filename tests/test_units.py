@@ -1,9 +1,7 @@
 """Fast unit tests of the harness's pieces (no dataset files)."""
 import json
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy import stats
