@@ -247,10 +247,13 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -
     worst = worst[["dataset", "config"] + [c for c in worst.columns if c not in ("dataset", "config", "defense", "defense_params")]]
     table = table.reset_index()
     if markdown:
+        def md(df):  # tabulate leaves NaN as "nan"; a metric that does not apply is an empty cell
+            return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="")
+
         print("\nPer attacker (mean over seeds):\n")
-        print(table.to_markdown(index=False, floatfmt=".4f", missingval=""))
+        print(md(table))
         print("\nWorst case per defense (calibrated attackers only):\n")
-        print(worst.to_markdown(index=False, floatfmt=".4f", missingval=""))
+        print(md(worst))
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40,
                            "display.float_format", "{:.4f}".format):
