@@ -73,6 +73,33 @@ def test_cifar10_wrong_layout_and_corrupt_image(tmp_path, isolated_cache):
     assert len(CIFAR10(download=False).load(tmp_path).images) == 2
 
 
+def test_cifar10_download_path_reads_what_torchvision_wrote(tmp_path, monkeypatch):
+    """The online path, exercised offline: torchvision's class is replaced by one that writes local files."""
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeTV:
+        def __init__(self, root, train, download):
+            calls.append(download)
+            _cifar10_pickles(Path(root))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeTV)
+    (tmp_path / "dl").mkdir()
+    assert len(CIFAR10(download=True).load(tmp_path / "dl").images) == 60 and calls == [True]
+
+
+def test_offline_download_failure_is_one_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    with pytest.raises(BenchError, match="cifar-100-python.*unreachable"):
+        CIFAR100(download=True).load(tmp_path)
+
+
 def test_cifar10_missing_says_where_it_looked(tmp_path):
     with pytest.raises(BenchError, match="cifar-10-batches-py") as e:
         CIFAR10(download=False).load(tmp_path)

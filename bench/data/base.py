@@ -91,6 +91,22 @@ class DatasetLoader:
             raise BenchError(f"--data-dir {str(data_dir)!r} is not a directory")
 
 
+def torchvision_download(tv_class: str, data_dir: Path | None, looked: str) -> Path:
+    """Download with `torchvision.datasets.<tv_class>` into --data-dir (or the cache); the root it used.
+
+    For machines online; offline, the error says where the loader looked first.
+    """
+    import torchvision.datasets
+
+    root = Path(data_dir) if data_dir is not None else cache_root() / "downloads"
+    try:
+        getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
+    except Exception as e:  # torchvision raises URLError / OSError / RuntimeError when offline
+        raise BenchError(f"{tv_class} not found locally ({looked}) and torchvision's download into {root} failed "
+                         f"({type(e).__name__}: {e}); pass --data-dir") from None
+    return root
+
+
 def cached(kind: str, key: str, build: Callable[[], dict]) -> dict:
     """Load the decoded tensors for (`kind`, `key`) from the cache, or build and store them.
 

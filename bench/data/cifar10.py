@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import DatasetLoader, ImageDataset, cached
+from bench.data.base import DatasetLoader, ImageDataset, cached, torchvision_download
 from bench.data.images import Archive, decode_image, tree_digest
 from bench.errors import BenchError
 from bench.storage import cache_root, file_digest
@@ -102,8 +102,7 @@ class CIFAR10(DatasetLoader):
                     return ("cifar10-folder", tree_digest(root),
                             lambda root=root: read_image_folder({s: Archive(root) for s in ("train", "test")}, CLASSES))
         if self.download:
-            root = Path(data_dir) if data_dir is not None else cache_root() / "downloads"
-            self._download(root)
+            root = torchvision_download("CIFAR10", data_dir, "; ".join(looked))
             pickles = [root / PICKLE_DIR / b for b in TRAIN_BATCHES + ["test_batch"]]
             return "cifar10-pickle", file_digest(*pickles), lambda: self._from_pickles(pickles)
         raise BenchError("CIFAR-10 not found: looked for " + "; ".join(looked))
@@ -114,13 +113,3 @@ class CIFAR10(DatasetLoader):
         x_te, y_te = read_pickle_batches(paths[-1:], b"labels")
         return {"images": torch.from_numpy(np.concatenate([x_tr, x_te])),
                 "labels": torch.from_numpy(np.concatenate([y_tr, y_te])), "n_train": len(x_tr)}
-
-    @staticmethod
-    def _download(root: Path) -> None:
-        from torchvision.datasets import CIFAR10 as TVCIFAR10
-
-        try:
-            TVCIFAR10(str(root), train=True, download=True)
-        except Exception as e:  # offline: URLError, OSError, RuntimeError
-            raise BenchError(f"CIFAR-10 not found locally and torchvision's download into {root} failed "
-                             f"({type(e).__name__}: {e}); pass --data-dir") from None

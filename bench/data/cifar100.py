@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import DatasetLoader, ImageDataset, cached
+from bench.data.base import DatasetLoader, ImageDataset, cached, torchvision_download
 from bench.data.cifar10 import read_pickle_batches
 from bench.errors import BenchError
 from bench.storage import cache_root, file_digest
@@ -45,17 +45,10 @@ class CIFAR100(DatasetLoader):
         for d in dirs:
             if all((d / PICKLE_DIR / n).exists() for n in ("train", "test", "meta")):
                 return d
+        looked = "looked for " + ", ".join(str(d / PICKLE_DIR) for d in dirs)
         if not self.download:
-            raise BenchError("CIFAR-100 not found: looked for " + ", ".join(str(d / PICKLE_DIR) for d in dirs))
-        root = Path(data_dir) if data_dir is not None else cache_root() / "downloads"
-        from torchvision.datasets import CIFAR100 as TVCIFAR100
-
-        try:
-            TVCIFAR100(str(root), train=True, download=True)
-        except Exception as e:  # offline: URLError, OSError, RuntimeError
-            raise BenchError(f"CIFAR-100 not found locally ({', '.join(str(d / PICKLE_DIR) for d in dirs)}) and "
-                             f"torchvision's download into {root} failed ({type(e).__name__}: {e})") from None
-        return root
+            raise BenchError(f"CIFAR-100 not found: {looked}")
+        return torchvision_download("CIFAR100", data_dir, looked)
 
     @staticmethod
     def _decode(paths: list[Path]) -> dict:

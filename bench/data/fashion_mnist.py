@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import DatasetLoader, ImageDataset, cached
+from bench.data.base import DatasetLoader, ImageDataset, cached, torchvision_download
 from bench.errors import BenchError
-from bench.storage import cache_root, file_digest
+from bench.storage import file_digest
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -103,26 +103,11 @@ class FashionMNIST(DatasetLoader):
             files = _find(d)
             if files:
                 return files
-        if self.download:
-            return self._download(data_dir)
-        raise BenchError(
-            "Fashion-MNIST not found: looked for train-images-idx3-ubyte[.gz] and the other IDX files in "
-            + ", ".join(map(str, dirs))
-            + " (install Debian's dataset-fashion-mnist or pass --data-dir)"
-        )
-
-    def _download(self, data_dir: Path | None) -> dict[str, Path]:
-        """torchvision's download into --data-dir (or the cache), for machines online."""
-        from torchvision.datasets import FashionMNIST as TVFashionMNIST
-
-        root = Path(data_dir) if data_dir is not None else cache_root() / "downloads"
-        try:
-            TVFashionMNIST(str(root), train=True, download=True)
-        except Exception as e:  # torchvision raises RuntimeError/URLError/OSError when offline
-            raise BenchError(
-                f"Fashion-MNIST not found locally and torchvision's download into {root} failed ({type(e).__name__}: {e}); "
-                "install Debian's dataset-fashion-mnist or pass --data-dir"
-            ) from None
+        looked = ("looked for train-images-idx3-ubyte[.gz] and the other IDX files in " + ", ".join(map(str, dirs))
+                  + "; Debian's dataset-fashion-mnist installs them")
+        if not self.download:
+            raise BenchError(f"Fashion-MNIST not found: {looked}")
+        root = torchvision_download("FashionMNIST", data_dir, looked)
         files = _find(root / "FashionMNIST" / "raw")
         if files is None:
             raise BenchError(f"torchvision's download left no Fashion-MNIST IDX files in {root / 'FashionMNIST' / 'raw'}")
