@@ -158,13 +158,16 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None)
     try:
         if prep_error is not None:
             raise PreparationFailed(*prep_error)
-        metrics, extras = run_attack(spec, data_dir=env.data_dir, device=device, artifacts=artifacts)
-        attacker_cls = ATTACKERS.get(spec.attacker)
-        flags = {}
+        ident = None
         if spec.defense != "identity":
+            # Checked before the attack: without its calibration twin a defended run has no leakage.
             ident = read_run(env.results_dir, identity_twin(spec).run_id)
             if ident is None or ident["status"] != "ok":
                 raise RuntimeError("its identity calibration run did not finish ok")
+        metrics, extras = run_attack(spec, data_dir=env.data_dir, device=device, artifacts=artifacts)
+        attacker_cls = ATTACKERS.get(spec.attacker)
+        flags = {}
+        if ident is not None:
             metrics.update(M.relative_metrics(metrics, ident["metrics"]))
             flags["weak_attacker"] = ident.get("flags", {}).get("weak_attacker", False)
         else:
