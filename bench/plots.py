@@ -86,6 +86,13 @@ def _attackers(agg, path: Path) -> Path | None:
             x = np.arange(len(whos)) + (j - (len(configs) - 1) / 2) * width
             err = np.vstack([rows["mean"] - rows["ci95_low"], rows["ci95_high"] - rows["mean"]])
             ax.bar(x, rows["mean"], width, yerr=err, capsize=3, label=cfg)
+        if not has_defended:
+            # Chance (majority class) of each attacker's task: what accuracy means nothing above.
+            chance = agg[(agg.dataset == ds) & (agg.metric == "chance") & (agg.defense == "identity")]
+            chance = chance.assign(who=[f"{a}[{t}]" for a, t in zip(chance.attacker, chance.attack_task)])
+            level = chance.set_index("who")["mean"].reindex(whos)
+            ax.hlines(level, np.arange(len(whos)) - 0.4, np.arange(len(whos)) + 0.4, colors="black",
+                      linestyles="dashed", label="chance")
         ax.set_xticks(np.arange(len(whos)), whos, rotation=15)
         ax.set_ylabel(metric if has_defended else "attack accuracy (SSIM for inversion)")
         ax.set_title(f"{ds}: per attacker, mean over seeds with 95 % CI")
