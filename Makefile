@@ -25,7 +25,7 @@ data:
 	else echo "no root apt: torchvision will download Fashion-MNIST on first use"; fi
 
 demo: venv data
-	$(BIN)/python -m bench run --defense identity --attacker adaptive,inversion --seeds 0
+	$(BIN)/python -m bench run --defense vfc --attacker adaptive
 
 test: venv
 	$(BIN)/python -m pytest -q

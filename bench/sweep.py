@@ -22,9 +22,18 @@ def parse_sets(items: list[str], plugin_names: dict[str, Registry]) -> dict[str,
     return out
 
 
-def configurations(registry: Registry, name: str, sets: dict[str, list[str]]) -> list[dict]:
-    """Every combination of the swept values, each fully typed (defaults filled in)."""
+def configurations(registry: Registry, name: str, sets: dict[str, list[str]],
+                   preset_defaults: dict | None = None) -> list[dict]:
+    """Every combination of the swept values, each fully typed (defaults filled in).
+
+    `preset_defaults` (a preset's values for this plugin) replace the plugin's own
+    defaults; `--set` values replace both.
+    """
     defaults = hparams_of(registry.get(name))
+    unknown_preset = set(preset_defaults or {}) - set(defaults)
+    if unknown_preset:  # a preset naming a parameter the plugin no longer has is a harness bug
+        raise ValueError(f"preset sets unknown hyperparameters of {name}: {sorted(unknown_preset)}")
+    defaults = {**defaults, **(preset_defaults or {})}
     for param in sets:
         if param not in defaults:
             valid = ", ".join(sorted(defaults)) or "(it has none)"

@@ -85,17 +85,23 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, *, shift: int = 2, flip
 
 
 @torch.no_grad()
-def predict(fn: Callable, x: torch.Tensor, *, device: torch.device, batch_size: int = 512,
-            desc: str | None = None):
+def predict(fn: Callable, x: torch.Tensor | tuple[torch.Tensor, ...], *, device: torch.device,
+            batch_size: int = 512, desc: str | None = None):
     """Apply `fn` to `x` in batches on `device`; results come back on the CPU in fp32.
 
+    `x` may be a tuple of equally long tensors (e.g. images and their labels):
+    `fn` then receives one batch of each, in order.
     `fn` may return a tensor or a dict of tensors (an ensemble); the result has the same form.
     """
+    inputs = x if isinstance(x, tuple) else (x,)
+    if len({len(t) for t in inputs}) > 1:
+        raise ValueError(f"predict: inputs of different lengths {[len(t) for t in inputs]}")
     outs = []
-    for start in tqdm(range(0, len(x), batch_size), desc=desc, leave=False, disable=True if desc is None else None):
-        xb = x[start:start + batch_size].to(device, non_blocking=True)
+    for start in tqdm(range(0, len(inputs[0]), batch_size), desc=desc, leave=False,
+                      disable=True if desc is None else None):
+        batch = [t[start:start + batch_size].to(device, non_blocking=True) for t in inputs]
         with autocast(device):
-            out = fn(xb)
+            out = fn(*batch)
         outs.append({k: v.float().cpu() for k, v in out.items()} if isinstance(out, dict) else out.float().cpu())
     if not outs:
         raise ValueError("predict called on an empty tensor")
@@ -116,6 +122,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Te
           x: torch.Tensor, y: torch.Tensor, *, config: TrainConfig, device: torch.device, seed: int,
           val_score: Callable[[nn.Module], float] | None = None, params=None, desc: str = "train") -> nn.Module:
     """Minimise `loss_fn(model, xb, yb)` over (x, y); keep the weights with the best `val_score`.
+
+    A `val_score` of -inf marks an epoch whose weights may not be selected (and
+    that does not count towards early stopping's patience).
 
     `params` restricts what is optimised (default: all trainable parameters of
     `model`); anything else stays exactly as it was.
@@ -156,6 +165,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Te
         model.eval()
         score = val_score(model)
         bar.set_postfix(epoch=epoch, val=f"{score:.4f}")
+        if score == -math.inf:
+            continue  # not yet eligible for selection (e.g. a defense still in its warm-up phase)
         if score > best_score:
             best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
         else:

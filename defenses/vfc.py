@@ -88,7 +88,7 @@ class VFC(Defense):
         steps_per_epoch = math.ceil(len(data.x) / config.batch_size)
         warmup_steps = int(self.warmup * config.epochs * steps_per_epoch)
         target, net = self.target_, self.net_
-        ema = {"scores": None, "step": 0}
+        ema = {"scores": None, "step": 0, "masked": False}
 
         def loss_fn(model, xb, yb):
             mu, logvar = model.encode(xb)
@@ -97,15 +97,22 @@ class VFC(Defense):
             kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).mean(0)      # KL_j per latent dimension
             step = ema["step"]
             ema["step"] += 1
-            if self.score != "none" and step % self.mask_every == 0:
+            # The first masked step is the end of warm-up itself, whatever the recomputation period.
+            if self.score != "none" and (step % self.mask_every == 0 or step == warmup_steps):
                 self._update_mask(model, z, yb, kl, ema, apply=step >= warmup_steps)
             return ce + self.beta * kl.sum()
 
         def val_score(model):
+            # Only masked checkpoints may be released: a warm-up one would skip the mask entirely.
+            if self.score != "none" and not ema["masked"]:
+                return -math.inf
             return accuracy_score(_Released(model, target).eval(), data.x_val, data.y_val, self.device_)
 
         train(net, loss_fn, data.x, data.y, config=config, device=self.device_, seed=seed, val_score=val_score,
               desc="vfc")
+        if self.score != "none" and not ema["masked"]:
+            raise ValueError(f"vfc: training ended before its warm-up ({warmup_steps} steps), so no mask was "
+                             f"ever applied; lower vfc.warmup or raise the epochs")
 
     def _update_mask(self, model, z, yb, kl, ema, *, apply: bool):
         """Moving average of the dimension scores; after warm-up, keep the top ones."""
@@ -113,24 +120,32 @@ class VFC(Defense):
         z_free = z.detach().requires_grad_(True)
         ce = F.cross_entropy(self.target_(model.decode(z_free)), yb)
         saliency = torch.autograd.grad(ce, z_free)[0].abs().mean(0)
-        kl = kl.detach()
-        parts = {"kl": kl / kl.max().clamp_min(1e-12), "saliency": saliency / saliency.max().clamp_min(1e-12)}
-        score = parts["kl"] * parts["saliency"] if self.score == "kl*saliency" else parts[self.score]
+        score = dimension_scores(kl.detach(), saliency, self.score)
         ema["scores"] = score if ema["scores"] is None else self.momentum * ema["scores"] + (1 - self.momentum) * score
         if not apply:
             return
-        s = ema["scores"]
-        if self.tau > 0:
-            keep = s / s.max().clamp_min(1e-12) >= self.tau
-        else:
-            keep = torch.zeros_like(s, dtype=torch.bool)
-            keep[s.topk(max(1, round(self.keep * len(s)))).indices] = True
+        ema["masked"] = True
         # A new tensor, not an in-place write: this step's graph still holds the old mask.
-        model.mask = keep.float()
+        model.mask = binary_mask(ema["scores"], self.keep, self.tau)
 
     def _release(self, xb):
         mu, _ = self.net_.encode(xb)
         return self.net_.decode(mu * self.net_.mask)
+
+
+def dimension_scores(kl: torch.Tensor, saliency: torch.Tensor, score: str) -> torch.Tensor:
+    """Per latent dimension: max-normalised KL_j, saliency s_j, or their product."""
+    parts = {"kl": kl / kl.max().clamp_min(1e-12), "saliency": saliency / saliency.max().clamp_min(1e-12)}
+    return parts["kl"] * parts["saliency"] if score == "kl*saliency" else parts[score]
+
+
+def binary_mask(scores: torch.Tensor, keep: float, tau: float) -> torch.Tensor:
+    """1 for the top `keep` fraction of dimensions, or (tau > 0) for those scoring >= tau x the best."""
+    if tau > 0:
+        return (scores / scores.max().clamp_min(1e-12) >= tau).float()
+    mask = torch.zeros_like(scores)
+    mask[scores.topk(max(1, round(keep * len(scores)))).indices] = 1.0
+    return mask
 
 
 class _Released(nn.Module):

@@ -78,6 +78,18 @@ def test_unknown_hyperparameter_lists_valid_ones():
         configurations(ATTACKERS, "finetune", {"nope": ["1"]})
 
 
+def test_preset_defaults_sit_between_plugin_defaults_and_set():
+    from bench.presets import get_preset
+
+    paper = get_preset("paper").plugin_defaults["vfc"]
+    (config,) = configurations(DEFENSES, "vfc", {}, paper)
+    assert config["latent_dim"] == paper["latent_dim"] != DEFENSES.hparams("vfc")["latent_dim"]
+    assert config["beta"] == DEFENSES.hparams("vfc")["beta"]           # untouched by the preset
+    (config,) = configurations(DEFENSES, "vfc", {"latent_dim": ["8"]}, paper)
+    assert config["latent_dim"] == 8                                   # --set wins
+    assert get_preset("paper").dataset == "cifar100"
+
+
 def test_unknown_plugin_lists_valid_ones():
     with pytest.raises(BenchError, match="identity"):
         DEFENSES.get("nope")
