@@ -41,12 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run defenses against attackers; append results and regenerate the leaderboard")
     r.add_argument("--defense", default="identity", help="name, comma-separated names, or 'all' (default identity)")
     r.add_argument("--attacker", default=DEFAULT_ATTACKERS, help="name, comma-separated names, or 'all' (default all)")
-    r.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    r.add_argument("--dataset", help="dataset name (default: the preset's, else fashion-mnist)")
     r.add_argument("--target-task", help="designated task (default: the dataset's)")
     r.add_argument("--private-task", help="task of the `attribute` attacker (default: the dataset's private task)")
     r.add_argument("--target-arch", default="cnn", help="architecture of the designated model (default cnn)")
     r.add_argument("--seeds", default="0", help="e.g. 0 or 0,1,2 or 0-2 (default 0)")
-    r.add_argument("--preset", default="default", help="smoke | default | full (default default)")
+    r.add_argument("--preset", default="default", help="smoke | default | full | paper (default default)")
     r.add_argument("--eval-split", default="test",
                    help="test (default) or val: for tuning, score on a held-out half of val, never on test")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME.PARAM=VALUE",
@@ -113,7 +113,8 @@ def plan_specs(args) -> list:
     from bench.errors import unknown
     from bench.training import resolve_device
 
-    get_preset(args.preset)
+    preset = get_preset(args.preset)
+    args.dataset = args.dataset or preset.dataset or "fashion-mnist"
     resolve_device(args.device)
     if args.eval_split not in ("test", "val"):
         raise unknown("--eval-split", args.eval_split, ("test", "val"))
@@ -139,7 +140,9 @@ def plan_specs(args) -> list:
     private_task = args.private_task or data.private_task
     specs = []
     for d in defenses:
-        for d_params in configurations(DEFENSES, d, sets.get(d, {})):
+        # A costly release (per-image optimisation) covers only a capped subset of the released splits.
+        release_cap = preset.max_costly_release if DEFENSES.get(d).costly_release else None
+        for d_params in configurations(DEFENSES, d, sets.get(d, {}), preset.plugin_defaults.get(d)):
             for a in attackers:
                 a_cls = ATTACKERS.get(a)
                 if a_cls.uses_private_task:
@@ -149,13 +152,13 @@ def plan_specs(args) -> list:
                     attack_task = data.check_task(private_task)
                 else:
                     attack_task = target_task
-                for a_params in configurations(ATTACKERS, a, sets.get(a, {})):
+                for a_params in configurations(ATTACKERS, a, sets.get(a, {}), preset.plugin_defaults.get(a)):
                     for seed in seeds:
                         specs.append(RunSpec(defense=d, attacker=a, dataset=args.dataset, target_task=target_task,
                                              attack_task=attack_task, target_arch=args.target_arch, seed=seed,
                                              preset=args.preset, eval_split=args.eval_split,
                                              defense_params=d_params, attacker_params=a_params,
-                                             dataset_params=ds_params))
+                                             dataset_params=ds_params, max_release=release_cap))
     return specs
 
 

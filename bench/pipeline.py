@@ -34,9 +34,32 @@ def load_dataset(name: str, params_items: tuple, data_dir: str | None) -> ImageD
     return loader.load(Path(data_dir) if data_dir else None)
 
 
+def release_subset(splits: Splits, cap: int, seed: int) -> Splits:
+    """A seeded subset of at most `cap` images of each released split (attacker, val, test).
+
+    It depends only on the splits, the cap and the seed, so a capped run and its
+    identity twin release exactly the same images. `owner` is never released.
+    """
+    if cap < 1:
+        raise ValueError(f"release cap {cap}: must be >= 1")
+    g = torch.Generator().manual_seed(seed)
+
+    def subset(idx: torch.Tensor) -> torch.Tensor:
+        return idx[torch.randperm(len(idx), generator=g)[:cap]].sort().values
+
+    return Splits(owner=splits.owner, attacker=subset(splits.attacker), val=subset(splits.val),
+                  test=subset(splits.test), seed=splits.seed)
+
+
 @dataclass
 class Stage:
-    """The data and shared artifacts of one (dataset, seed, preset, target, defense)."""
+    """The data and shared artifacts of one (dataset, seed, preset, target, defense).
+
+    `splits` is what is released and evaluated; `model_splits` what the shared models
+    (designated model, the attacker's clean models, the defense's fit) train on. They
+    differ only under a release cap (`RunSpec.max_release`): a costly defense then
+    releases a subset, while its designated model stays the one every other defense gets.
+    """
 
     spec: RunSpec
     data: ImageDataset
@@ -45,28 +68,36 @@ class Stage:
     train: TrainConfig       # the preset's, with the dataset's own overrides
     device: torch.device
     artifacts: Artifacts
+    model_splits: Splits
 
     @classmethod
     def open(cls, spec: RunSpec, data_dir: str | None, device: torch.device, artifacts: Artifacts) -> "Stage":
         data = load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
         preset = get_preset(spec.preset)
-        splits = make_splits(data, spec.seed, **preset.caps())
+        model_splits = make_splits(data, spec.seed, **preset.caps())
         if spec.eval_split == "val":
-            splits = tuning_splits(splits)
+            model_splits = tuning_splits(model_splits)
+        splits = model_splits
+        if spec.max_release is not None:
+            splits = release_subset(model_splits, spec.max_release, spec.seed)
         train = preset.train.with_(**DATASETS.get(spec.dataset).train_overrides.get(preset.name, {}))
-        return cls(spec, data, splits, preset, train, device, artifacts)
+        return cls(spec, data, splits, preset, train, device, artifacts, model_splits)
 
     # --- data --------------------------------------------------------------------------
-    def images(self, split: str) -> torch.Tensor:
-        return as_float(self.data.images[getattr(self.splits, split)])
+    def images(self, split: str, *, full: bool = False) -> torch.Tensor:
+        """Images of the released part of a split, or (`full`) of all of it, which the shared models train on."""
+        return as_float(self.data.images[self._indices(split, full)])
 
-    def labels(self, split: str, task: str) -> torch.Tensor:
-        return self.data.labels[self.data.check_task(task)][getattr(self.splits, split)]
+    def labels(self, split: str, task: str, *, full: bool = False) -> torch.Tensor:
+        return self.data.labels[self.data.check_task(task)][self._indices(split, full)]
+
+    def _indices(self, split: str, full: bool) -> torch.Tensor:
+        return getattr(self.model_splits if full else self.splits, split)
 
     def base_key(self) -> dict:
         s = self.spec
-        return {"schema": SCHEMA, "dataset": s.dataset, "dataset_params": s.dataset_params, "splits": self.splits.digest(),
-                "train": asdict(self.train), "seed": s.seed}
+        return {"schema": SCHEMA, "dataset": s.dataset, "dataset_params": s.dataset_params,
+                "splits": self.model_splits.digest(), "train": asdict(self.train), "seed": s.seed}
 
     # --- shared artifacts -----------------------------------------------------------------
     def target_key(self) -> dict:
@@ -86,8 +117,9 @@ class Stage:
         def build():
             torch.manual_seed(self.spec.seed)
             model = build_classifier(arch, self.data.image_shape, n_classes)
-            model = fit_classifier(model, self.images(split), self.labels(split, task),
-                                   val=(self.images("val"), self.labels("val", task)), config=self.train,
+            model = fit_classifier(model, self.images(split, full=True), self.labels(split, task, full=True),
+                                   val=(self.images("val", full=True), self.labels("val", task, full=True)),
+                                   config=self.train,
                                    device=self.device, seed=self.spec.seed, desc=f"{key['role']} {arch}")
             return {"state": model.state_dict()}
 
@@ -111,7 +143,8 @@ class Stage:
 
         def build():
             t = self.spec.target_task
-            data = FitData(self.images("owner"), self.labels("owner", t), self.images("val"), self.labels("val", t),
+            data = FitData(self.images("owner", full=True), self.labels("owner", t, full=True),
+                           self.images("val", full=True), self.labels("val", t, full=True),
                            self.data_spec(), self.device, self.train)
             defense.fit(data, target, seed=self.spec.seed)
             fitted.append(True)
@@ -126,11 +159,15 @@ class Stage:
         """Released data of a split and the milliseconds per image its release took."""
         def build():
             x = self.images(split)
+            y = self.labels(split, self.spec.target_task)  # used only by defenses that need labels
             start = time.perf_counter()
-            r = defense.release(x, desc=f"release {split}")
+            r = defense.release(x, y, desc=f"release {split}")
             return {"x": r, "ms_per_image": 1000 * (time.perf_counter() - start) / len(x)}
 
-        obj = self.artifacts.get("release", {**self.defense_key(), "split": split}, build)
+        key = {**self.defense_key(), "split": split}
+        if self.spec.max_release is not None:
+            key["released_indices"] = self.splits.digest()
+        obj = self.artifacts.get("release", key, build)
         return obj["x"], float(obj["ms_per_image"])
 
 

@@ -84,7 +84,7 @@ class Plugin:
         """Learned modules: attributes ending in `_` that are nn.Modules."""
         return {k: v for k, v in vars(self).items() if k.endswith("_") and isinstance(v, nn.Module)}
 
-    def _batched(self, fn, x: torch.Tensor, desc: str | None = None):
+    def _batched(self, fn, x: torch.Tensor | tuple[torch.Tensor, ...], desc: str | None = None):
         for module in self._modules().values():
             module.eval()
         return predict(fn, x, device=self.device_, batch_size=self.batch_size, desc=desc)
@@ -92,6 +92,14 @@ class Plugin:
 
 class Defense(Plugin):
     releases: ClassVar[str] = "image"   # "image" or "features"
+    # Release is expensive (e.g. per-image optimisation): runs release only a capped subset
+    # of attacker/val/test (`Preset.max_costly_release`), and so do their identity twins.
+    costly_release: ClassVar[bool] = False
+
+    @property
+    def needs_labels(self) -> bool:
+        """True when `release` needs the designated-task label of every image (then `_release(xb, yb)`)."""
+        return False
 
     def fit(self, data: FitData, target: nn.Module, *, seed: int) -> "Defense":
         self._attach(target, data.device, data.spec)
@@ -107,9 +115,17 @@ class Defense(Plugin):
         self.load_state_dict(state)
         return self
 
-    def release(self, x: torch.Tensor, desc: str | None = None) -> torch.Tensor:
-        """The only thing attackers ever see. `x`: float images in [0, 1]."""
-        return self._batched(self._release, x, desc)
+    def release(self, x: torch.Tensor, y: torch.Tensor | None = None, desc: str | None = None) -> torch.Tensor:
+        """The only thing attackers ever see. `x`: float images in [0, 1]; `y`: their designated-task
+        labels, used only by defenses that need them (`needs_labels`), ignored by the others."""
+        if not self.needs_labels:
+            return self._batched(self._release, x, desc)
+        if y is None:
+            raise ValueError(f"defense {self.name} ({self!r}) needs the designated-task labels to release: "
+                             f"call release(x, y)")
+        if len(y) != len(x):
+            raise ValueError(f"release: {len(x)} images but {len(y)} labels")
+        return self._batched(self._release, (x, y), desc)
 
     def designated(self, released: torch.Tensor) -> torch.Tensor:
         """Logits of the designated model on released data."""
@@ -136,6 +152,7 @@ class Defense(Plugin):
         """Learn the defense's state (attributes ending in `_`)."""
 
     def _release(self, xb: torch.Tensor) -> torch.Tensor:
+        """Release one batch on the device; defenses with `needs_labels` take `(xb, yb)`."""
         raise NotImplementedError
 
     def _designated(self, rb: torch.Tensor) -> torch.Tensor:

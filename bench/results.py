@@ -16,11 +16,13 @@ from bench.errors import BenchError
 from bench.storage import atomic_write_bytes, atomic_write_json
 
 LONG_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset",
-                "target_task", "attack_task", "target_arch", "preset", "eval_split", "seed", "weak_attacker",
-                "metric", "value"]
+                "target_task", "attack_task", "target_arch", "preset", "eval_split", "max_release", "seed",
+                "weak_attacker", "metric", "value"]
+# `max_release` (0 = no cap) keeps a capped identity twin apart from the uncapped identity runs:
+# they are scored on different test images.
 GROUP = ["defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset", "target_task",
-         "attack_task", "target_arch", "preset", "eval_split"]
-CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", "preset", "eval_split"]
+         "attack_task", "target_arch", "preset", "eval_split", "max_release"]
+CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", "preset", "eval_split", "max_release"]
 
 
 def config_label(defense: str, params_json: str) -> str:
@@ -68,7 +70,7 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
         base = {"run_id": r["run_id"], "defense": s["defense"],
                 "defense_params": json.dumps(s["defense_params"], sort_keys=True), "attacker": s["attacker"],
                 "attacker_params": json.dumps(s["attacker_params"], sort_keys=True),
-                "eval_split": s.get("eval_split", "test"),
+                "eval_split": s.get("eval_split", "test"), "max_release": int(s.get("max_release") or 0),
                 "knowledge": r.get("knowledge", ""), "dataset": s["dataset"], "target_task": s["target_task"],
                 "attack_task": s["attack_task"], "target_arch": s["target_arch"], "preset": s["preset"],
                 "seed": s["seed"], "weak_attacker": bool(r.get("flags", {}).get("weak_attacker", False))}
@@ -135,6 +137,8 @@ def read_long(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise BenchError(f"no leaderboard at {path}")
     df = pd.read_csv(path, dtype={"defense_params": str, "attacker_params": str})
+    if "max_release" not in df.columns:  # written before release caps existed: none was capped
+        df["max_release"] = 0
     missing = set(LONG_COLUMNS) - set(df.columns)
     if missing:
         raise BenchError(f"{path} is not a long-format leaderboard: missing columns {sorted(missing)}")

@@ -50,19 +50,20 @@ def test_defense_contract(name, world):
         assert torch.equal(v, before[k]), f"{name} changed the target's {k}"
     assert all(not q.requires_grad for q in target.parameters())
 
-    xt = x[p["test"]]
-    released = defense.release(xt)
+    # Released as the pipeline does, with the designated-task labels (used only by defenses that need them).
+    xt, yt = x[p["test"]], y[p["test"]]
+    released = defense.release(xt, yt)
     assert len(released) == len(xt) and torch.isfinite(released).all()
     if defense.releases == "image":
         assert released.shape == xt.shape
-    assert torch.allclose(defense.release(xt), released)                                   # deterministic
-    halves = torch.cat([defense.release(xt[:37]), defense.release(xt[37:])])
+    assert torch.allclose(defense.release(xt, yt), released)                               # deterministic
+    halves = torch.cat([defense.release(xt[:37], yt[:37]), defense.release(xt[37:], yt[37:])])
     assert torch.allclose(halves, released, atol=1e-5)                                      # batch-independent
     logits = defense.designated(released)
     assert logits.shape == (len(xt), 4)
 
     restored = DEFENSES.create(name).restore(defense.state_dict(), target, spec, CPU)
-    assert torch.allclose(restored.release(xt), released, atol=1e-6)
+    assert torch.allclose(restored.release(xt, yt), released, atol=1e-6)
 
 
 def _context(world, released_val, val_targets, shape, clean_models):

@@ -1,0 +1,147 @@
+"""FMD: feature-map distortion of each released image (DESIGN section 2).
+
+Chai et al., "Only My Model On My Data". Every image x is perturbed within an
+L-infinity ball so that one late convolutional feature map of the frozen
+designated model f moves as far as possible from its clean value, while f keeps
+its label. From a random start in the ball, N signed-gradient steps of size
+alpha maximise
+
+    J(x*) = MSE(f_feat(x), f_feat(x*)) - lam * CE(f_logits(x*), y),
+
+each step projected onto [x - eps, x + eps] and [0, 1]. Released data is x*;
+the designated model is f itself, unchanged. No training: all the cost is the
+per-image optimisation at release, batched on the device.
+
+Defaults: eps = 16/255, alpha = 4/255, steps = 100 are the paper's (16, 4 and
+100 on its 0-255 pixel scale). `lam` = 0.1 is ours, to be tuned on val.
+`label_source="gt"` is the paper (true labels); "pred" uses the designated
+model's own prediction on the clean image, so release needs no labels.
+`layer=""` picks the last convolutional block before the model pools its
+feature map (the paper uses a late convolutional layer of the designated model).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.protocol import Defense
+
+LABEL_SOURCES = ("pred", "gt")
+
+
+class FMD(Defense):
+    name = "fmd"
+    description = ("feature-map distortion: per image, signed-gradient steps in an eps-ball that push a late "
+                   "feature map of the frozen target away while its CE on the label stays low")
+    releases = "image"
+    costly_release = True
+
+    def __init__(self, eps: float = 16 / 255, alpha: float = 4 / 255, steps: int = 100, lam: float = 0.1,
+                 layer: str = "", label_source: str = "pred"):
+        self.eps = eps
+        self.alpha = alpha
+        self.steps = steps
+        self.lam = lam
+        self.layer = layer
+        self.label_source = label_source
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.label_source == "gt"
+
+    def _build(self, spec):
+        if self.label_source not in LABEL_SOURCES:
+            raise ValueError(f"fmd.label_source={self.label_source!r}; valid choices: {', '.join(LABEL_SOURCES)}")
+        if self.eps < 0 or self.alpha <= 0 or self.steps < 0:
+            raise ValueError(f"fmd: need eps >= 0, alpha > 0 and steps >= 0 (got eps={self.eps}, "
+                             f"alpha={self.alpha}, steps={self.steps})")
+        # A name, not the module: a module attribute ending in `_` would be saved as learned state.
+        self.layer_ = self.layer or default_feature_layer(self.target_)
+        valid = module_names(self.target_)
+        if self.layer_ not in valid:
+            raise ValueError(f"fmd.layer={self.layer!r} is not a module of the designated model; "
+                             f"valid choices: {', '.join(valid)}")
+
+    def _fit(self, data, *, seed):
+        # The only state: the seed of the random starts (a tensor, so the artifact cache keeps it).
+        self.seed_ = torch.tensor(seed)
+
+    def _release(self, xb, yb=None):
+        target = self.target_
+        with capture_output(dict(target.named_modules())[self.layer_]) as feature:
+            clean_logits = target(xb)
+            clean_feature = feature["out"].detach()
+            y = yb if self.label_source == "gt" else clean_logits.argmax(1)
+            low, high = (xb - self.eps).clamp(min=0), (xb + self.eps).clamp(max=1)
+            x_adv = (xb + self._random_start(xb)).clamp(0, 1)
+            # `release` runs under no_grad; the steps need gradients w.r.t. the input only
+            # (the target's parameters have requires_grad False and are never updated).
+            with torch.enable_grad():
+                for _ in range(self.steps):
+                    x_adv.requires_grad_(True)
+                    logits = target(x_adv)
+                    distortion = (feature["out"] - clean_feature).pow(2).flatten(1).mean(1)
+                    ce = F.cross_entropy(logits, y, reduction="none")
+                    # Per-image objectives summed: each image's gradient is its own, whatever the batch.
+                    objective = (distortion - self.lam * ce).sum()
+                    grad, = torch.autograd.grad(objective, x_adv)
+                    x_adv = torch.minimum(torch.maximum(x_adv.detach() + self.alpha * grad.sign(), low), high)
+        return x_adv.detach()
+
+    def _random_start(self, xb: torch.Tensor) -> torch.Tensor:
+        """Uniform noise in [-eps, eps], drawn per image."""
+        images = xb.detach().float().cpu().contiguous()
+        noise = torch.empty_like(images)
+        seed = int(self.seed_).to_bytes(8, "little", signed=True)
+        for i, image in enumerate(images):
+            # Seeded by (run seed, image content), not a global RNG stream: an image's release must not
+            # depend on its batch or on what was released before it (deterministic, batch-independent).
+            digest = hashlib.sha256(seed + image.numpy().tobytes()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+            noise[i].uniform_(-self.eps, self.eps, generator=gen)
+        return noise.to(xb.device)
+
+
+def module_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def default_feature_layer(model: nn.Module) -> str:
+    """The last top-level child holding a Conv2d before the model pools its feature map (a late conv block)."""
+    found = None
+    for name, child in model.named_children():
+        if _pools_globally(child):
+            break
+        if any(isinstance(m, nn.Conv2d) for m in child.modules()):
+            found = name
+    if found is None:
+        raise ValueError(f"fmd: found no convolutional block in {type(model).__name__} to distort; set fmd.layer "
+                         f"to one of: {', '.join(module_names(model))}")
+    return found
+
+
+def _pools_globally(module: nn.Module) -> bool:
+    # timm wraps its global pooling in SelectAdaptivePool2d.
+    return isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or "AdaptivePool" in type(module).__name__
+
+
+@contextlib.contextmanager
+def capture_output(module: nn.Module):
+    """Within the block, `store["out"]` is `module`'s output of the latest forward pass."""
+    store = {}
+
+    def hook(_module, _inputs, out):
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"fmd.layer: {type(_module).__name__} returns {type(out).__name__}, not a tensor")
+        # A copy: an in-place activation right after this layer would otherwise overwrite it.
+        store["out"] = out.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
