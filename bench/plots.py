@@ -3,7 +3,10 @@
 - tradeoff.png: utility vs worst-case leakage, one point per defense configuration
   (error bars: 95 % CI of the worst attacker), one panel per dataset;
 - attackers.png: leakage (or accuracy on identity) per attacker and defense, with CIs;
-- grid-<dataset>.png: original / released / inverted test images per defense.
+- grid-<dataset>.png: original / released / inverted test images per defense configuration;
+- sweep-<dataset>-<defense>-<param>.png: for a defense run at several values of one numeric
+  hyperparameter (all else equal, e.g. `--set arl.lam=0,0.1,1`), utility and each attack
+  against that value, with the no-defense and chance levels for reference.
 """
 from __future__ import annotations
 
@@ -17,7 +20,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.results import config_label, load_runs, write_leaderboards  # noqa: E402
+from bench.results import CONFIG, config_label, load_runs, write_leaderboards  # noqa: E402
+
+# (metric, attacker or None for the designated model, panel title) of a sweep figure.
+SWEEP_PANELS = (
+    ("utility_acc", None, "utility (designated model)"),
+    ("psnr", "inversion", "inversion PSNR (dB)"),
+    ("ssim", "inversion", "inversion SSIM"),
+    ("attack_acc", "attribute", "attribute attack accuracy"),
+    ("attack_acc", "adaptive", "adaptive attack accuracy"),
+)
+CHANCE_METRIC = {"attack_acc": "chance", "psnr": "psnr_chance", "ssim": "ssim_chance"}
+# What else, besides the defense's hyperparameters, tells two configurations on one dataset apart.
+SWEEP_CONTEXT = [c for c in CONFIG if c not in ("defense", "defense_params", "dataset")]
 
 
 def write_plots(results_dir: Path) -> list[Path]:
@@ -29,6 +44,7 @@ def write_plots(results_dir: Path) -> list[Path]:
     if not tables["agg"].empty:
         written += [_tradeoff(tables["worst"], out_dir / "tradeoff.png"),
                     _attackers(tables["agg"], out_dir / "attackers.png")]
+        written += _sweeps(tables["agg"], out_dir)
     written += _grids(results_dir, out_dir)
     plt.close("all")
     return [p for p in written if p is not None]
@@ -111,11 +127,12 @@ def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
         if r["status"] != "ok" or s["attacker"] != "inversion" or not sample.exists():
             continue
         label = config_label(s["defense"], json.dumps(s["defense_params"], sort_keys=True))
-        chosen.setdefault(s["dataset"], {}).setdefault(label, sample)
+        chosen.setdefault(s["dataset"], {}).setdefault((_config_order(s["defense"], s["defense_params"]), label),
+                                                       sample)
     paths = []
     for ds, configs in sorted(chosen.items()):
         rows = []
-        for label, sample in sorted(configs.items()):
+        for (_, label), sample in sorted(configs.items()):
             with np.load(sample, allow_pickle=False) as z:
                 for kind in ("original", "released", "inverted"):
                     if kind in z.files and not (kind == "original" and rows):
@@ -137,3 +154,140 @@ def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
         fig.savefig(path, dpi=120, bbox_inches="tight")
         paths.append(path)
     return paths
+
+
+def _config_order(defense: str, params: dict) -> tuple:
+    """Configurations of one defense in numeric order of their hyperparameters (lam=2 before lam=10)."""
+    return defense, tuple((k, (0, v, "") if _is_number(v) else (1, 0, json.dumps(v)))
+                          for k, v in sorted(params.items()))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _sweep_lines(configs) -> dict[str, list[dict]]:
+    """param -> lines; a line holds the configurations that differ only in that numeric param.
+
+    `configs`: distinct (defense_params, *SWEEP_CONTEXT) rows of one defense on one dataset.
+    A line needs at least two values; configurations that differ in two things at once
+    (e.g. lam and rec together) form no line.
+    """
+    parsed = [(json.loads(r.defense_params), tuple(getattr(r, c) for c in SWEEP_CONTEXT), r.defense_params)
+              for r in configs.itertuples()]
+    names = set().union(*(p.keys() for p, _, _ in parsed)) if parsed else set()
+    out = {}
+    for param in sorted(names):
+        if not all(param in p and _is_number(p[param]) for p, _, _ in parsed):
+            continue
+        buckets: dict[tuple, dict] = {}
+        for p, context, params_json in parsed:
+            others = json.dumps({k: v for k, v in p.items() if k != param}, sort_keys=True)
+            line = buckets.setdefault((context, others), {"context": dict(zip(SWEEP_CONTEXT, context)),
+                                                          "others": json.loads(others), "points": {}})
+            line["points"][p[param]] = params_json
+        lines = [line for line in buckets.values() if len(line["points"]) >= 2]
+        if lines:
+            out[param] = lines
+    return out
+
+
+def _varying(dicts: list[dict]) -> list[str]:
+    return sorted(k for k in set().union(*dicts) if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1)
+
+
+def _sweeps(agg, out_dir: Path) -> list[Path]:
+    cols = ["dataset", "defense", "defense_params", *SWEEP_CONTEXT]
+    configs = agg[agg.defense != "identity"][cols].drop_duplicates()
+    paths = []
+    for (ds, defense), group in configs.groupby(["dataset", "defense"], sort=True):
+        for param, lines in _sweep_lines(group).items():
+            paths.append(_sweep_figure(agg[agg.dataset == ds], ds, defense, param, lines,
+                                       out_dir / f"sweep-{ds}-{defense}-{param}.png"))
+    return [p for p in paths if p is not None]
+
+
+def _sweep_series(agg, line: dict, metric: str, attacker: str | None) -> list[tuple[dict, "object"]]:
+    """One (series key, rows sorted by the swept value) per attacker configuration of this line."""
+    in_context = np.logical_and.reduce([agg[c] == v for c, v in line["context"].items()])
+    rows = agg[in_context & (agg.metric == metric) & agg.defense_params.isin(line["points"].values())]
+    if attacker is None:
+        # Utility does not depend on the attacker: every run of a configuration reports the same
+        # numbers, so take the attacker group with the most seeds.
+        rows = rows.sort_values(["n", "attacker"], ascending=[False, True]).drop_duplicates("defense_params")
+        groups = [({}, rows)]
+    else:
+        rows = rows[rows.attacker == attacker]
+        groups = [({"attacker_params": a, "attack_task": t}, g)
+                  for (a, t), g in rows.groupby(["attacker_params", "attack_task"], sort=True)]
+    value_of = {v: k for k, v in line["points"].items()}
+    return [(key, g.assign(x=g.defense_params.map(value_of)).sort_values("x")) for key, g in groups if len(g)]
+
+
+def _reference(agg, line: dict, key: dict, metric: str, attacker: str | None) -> float | None:
+    """The identity (no defense) level of `metric` in this line's context, if it was run."""
+    in_context = np.logical_and.reduce([agg[c] == v for c, v in line["context"].items()])
+    rows = agg[in_context & (agg.defense == "identity") & (agg.metric == metric)]
+    if attacker is not None:
+        rows = rows[(rows.attacker == attacker) & (rows.attacker_params == key["attacker_params"])
+                    & (rows.attack_task == key["attack_task"])]
+    return float(rows.sort_values("n", ascending=False)["mean"].iloc[0]) if len(rows) else None
+
+
+def _sweep_scale(ax, values: list[float]) -> None:
+    values = sorted(values)
+    positive = [v for v in values if v > 0]
+    if values[0] > 0 and values[-1] / values[0] > 10:
+        ax.set_xscale("log")
+    elif values[0] == 0 and len(positive) >= 2 and positive[-1] / positive[0] > 10:
+        # A sweep that starts at 0 (no defense term) and then spans decades, e.g. lam = 0, 0.01, 0.1, 1:
+        # linear below the smallest positive value, logarithmic above, so every point stays readable.
+        ax.set_xscale("symlog", linthresh=positive[0])
+        # Autoscaling would mirror the log part into empty negative decades.
+        ax.set_xlim(-0.3 * positive[0], positive[-1] * 1.5)
+    ax.set_xticks(values, [f"{v:g}" for v in values], rotation=30 if len(values) > 5 else 0)
+    ax.minorticks_off()
+
+
+def _sweep_figure(agg, ds: str, defense: str, param: str, lines: list[dict], path: Path) -> Path | None:
+    panels = []
+    for metric, attacker, title in SWEEP_PANELS:
+        series = [(line, key, rows) for line in lines for key, rows in _sweep_series(agg, line, metric, attacker)]
+        if series:
+            panels.append((metric, attacker, title, series))
+    if not panels:
+        return None
+    # Lines are labelled by what tells them apart: other hyperparameters, context, attacker settings.
+    line_keys = [{**line["others"], **line["context"]} for line in lines]
+    line_varying = _varying(line_keys)
+    values = sorted({v for line in lines for v in line["points"]})
+    sns.set_theme(style="whitegrid")
+    palette = sns.color_palette("tab10")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (metric, attacker, title, series) in zip(axes[0], panels):
+        attacker_varying = _varying([key for _, key, _ in series])
+        for i, (line, key, rows) in enumerate(series):
+            color = palette[i % 10]
+            described = {**line["others"], **line["context"], **key}
+            label = ", ".join(f"{k}={described[k]}" for k in line_varying + attacker_varying) or "mean over seeds"
+            mean = rows["mean"].to_numpy()
+            yerr = np.vstack([np.maximum(mean - rows["ci95_low"].to_numpy(), 0),
+                              np.maximum(rows["ci95_high"].to_numpy() - mean, 0)])
+            ax.errorbar(rows["x"], mean, yerr=yerr, fmt="o-", ms=5, capsize=3, color=color, label=label)
+            reference = _reference(agg, line, key, metric, attacker)
+            if reference is not None:
+                ax.axhline(reference, color=color, ls="--", lw=1, label="no defense (identity)" if i == 0 else None)
+            if metric in CHANCE_METRIC:
+                chance = _sweep_series(agg, line, CHANCE_METRIC[metric], attacker)
+                level = [r["mean"].mean() for k, r in chance if k == key]
+                if level:
+                    ax.axhline(level[0], color=color, ls=":", lw=1,
+                               label=None if i else "chance" if metric == "attack_acc" else "mean image")
+        _sweep_scale(ax, values)
+        ax.set_xlabel(f"{defense}.{param}")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{ds}: {defense} over {param} (mean over seeds, 95 % CI)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path

@@ -1,0 +1,86 @@
+"""Plots from a hand-made results directory (run records as bench/runner.py writes them)."""
+import struct
+
+import matplotlib.pyplot as plt
+import torch
+
+from bench.pipeline import save_samples
+from bench.plots import write_plots
+from bench.registry import DEFENSES
+from bench.results import write_run
+from bench.runspec import RunSpec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ATTACKS = {"adaptive": "class", "attribute": "parity", "inversion": "class"}
+
+
+def _record(defense: str, params: dict, attacker: str, seed: int, strength: float) -> dict:
+    """An `ok` run record; `strength` in [0, 1] scales how much the defense costs utility and attacks."""
+    spec = RunSpec(defense=defense, attacker=attacker, dataset="synthetic", target_task="class",
+                   attack_task=ATTACKS[attacker], target_arch="cnn", seed=seed, preset="smoke",
+                   defense_params=params, attacker_params={})
+    noise = 0.01 * seed
+    metrics = {"clean_acc": 0.95, "utility_acc": 0.95 - 0.2 * strength + noise, "agreement": 0.9 - 0.2 * strength,
+               "fit_s": 1.0, "release_ms_per_image": 0.1, "released_bytes_per_image": 1024.0, "attack_fit_s": 1.0}
+    if attacker == "inversion":
+        metrics.update(psnr=25 - 10 * strength + noise, ssim=0.9 - 0.6 * strength + noise, psnr_chance=12.0,
+                       ssim_chance=0.3)
+    else:
+        metrics.update(attack_acc=0.9 - 0.5 * strength + noise, chance=0.25 if attacker == "adaptive" else 0.5,
+                       leakage=1 - strength)
+    return {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok", "metrics": metrics,
+            "flags": {"weak_attacker": False}, "knowledge": "gray-box", "device": "cpu", "preset": "smoke"}
+
+
+def _results(tmp_path, arl_configs: list[dict], samples: bool = False):
+    """identity plus each ARL configuration, every attacker, two seeds."""
+    res = tmp_path / "results"
+    defaults = DEFENSES.hparams("arl")
+    configs = [("identity", {}, 0.0)] + [("arl", {**defaults, **c}, min(1.0, c.get("lam", 0.1))) for c in arl_configs]
+    for defense, params, strength in configs:
+        for attacker in ATTACKS:
+            for seed in (0, 1):
+                record = _record(defense, params, attacker, seed, strength)
+                write_run(res, record)
+                if samples and attacker == "inversion":
+                    x = torch.rand(4, 1, 16, 16)
+                    save_samples(res / "samples" / f"{record['run_id']}.npz",
+                                 {"original": x, "inverted": (x * (1 - strength)), "released": torch.rand(4, 64, 4, 4)})
+    return res
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    return struct.unpack(">II", data[16:24])
+
+
+def test_lam_sweep_writes_a_sweep_plot(tmp_path):
+    res = _results(tmp_path, [{"lam": 0.0}, {"lam": 0.1}, {"lam": 1.0}])
+    written = write_plots(res)
+    sweep = res / "plots" / "sweep-synthetic-arl-lam.png"
+    assert sweep in written
+    width, height = _png_size(sweep)
+    assert width > 1000 and height > 300                  # one panel per metric: utility, PSNR, SSIM, 2 attacks
+    assert plt.imread(sweep).ndim == 3                   # decodes as an image
+    assert [p.name for p in written if p.name.startswith("sweep-")] == [sweep.name]   # nothing else varies
+
+
+def test_no_sweep_without_a_one_parameter_sweep(tmp_path):
+    single = _results(tmp_path / "single", [{}])
+    assert not [p for p in write_plots(single) if p.name.startswith("sweep-")]
+    assert not list((single / "plots").glob("sweep-*"))
+    # Two hyperparameters changed together are not a sweep of either.
+    confounded = _results(tmp_path / "confounded", [{"lam": 0.0, "rec": "pixel"}, {"lam": 1.0, "rec": "perceptual"}])
+    assert not list((confounded / "plots").glob("sweep-*")) and not [
+        p for p in write_plots(confounded) if p.name.startswith("sweep-")]
+
+
+def test_grid_has_rows_for_each_configuration_of_one_defense(tmp_path):
+    one = _results(tmp_path / "one", [{"lam": 0.0}], samples=True)
+    three = _results(tmp_path / "three", [{"lam": 0.0}, {"lam": 2.0}, {"lam": 10.0}], samples=True)
+    write_plots(one)
+    write_plots(three)
+    _, height_one = _png_size(one / "plots" / "grid-synthetic.png")
+    _, height_three = _png_size(three / "plots" / "grid-synthetic.png")
+    assert height_three > height_one * 1.4   # two more inverted rows (feature maps have no image row)
