@@ -123,8 +123,11 @@ def _parallel(env: Env, tasks: list, ordered: bool = True):
 
 
 def _worker_setup(env: Env) -> tuple[torch.device, Artifacts]:
-    # Share the cores between workers instead of letting each grab all of them.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, env.jobs)))
+    # Share the cores between workers instead of letting each grab all of them. An explicit
+    # OMP_NUM_THREADS (e.g. two sweeps side by side on one machine) is the user's choice and wins:
+    # threads that outnumber the cores wait on each other and run many times slower.
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, env.jobs)))
     return resolve_device(env.device), Artifacts()
 
 
