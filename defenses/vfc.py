@@ -61,9 +61,12 @@ class VFC(Defense):
     description = "variational feature compression: frozen target on g(m * z), loss CE + beta KL, KL x saliency mask"
     releases = "image"
 
-    def __init__(self, latent_dim: int = 64, beta: float = 0.01, keep: float = 0.25, tau: float = 0.0,
+    # latent_dim, beta and keep were chosen on Fashion-MNIST's val split (never test): the smallest
+    # transfer accuracy among settings keeping utility >= 0.95 x clean; epochs=2 keeps `make demo`
+    # within minutes on 2 CPU cores (4 epochs raised val utility by < 0.01). epochs=0: the preset's.
+    def __init__(self, latent_dim: int = 16, beta: float = 0.03, keep: float = 0.25, tau: float = 0.0,
                  score: str = "kl*saliency", mask_every: int = 50, momentum: float = 0.9, warmup: float = 0.3,
-                 width: int = 32, epochs: int = 0, lr: float = 2e-3):
+                 width: int = 32, epochs: int = 2, lr: float = 2e-3):
         self.latent_dim = latent_dim
         self.beta = beta
         self.keep = keep
