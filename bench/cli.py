@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 import time
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, help="parallel jobs (default 1)")
     r.add_argument("--backend", default="loky", help="joblib backend: loky (default) or dask")
     r.add_argument("--scheduler", help="Dask scheduler address (with --backend dask; default: a LocalCluster)")
+    r.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="seconds each job (a defense's preparation, an attack) may take before it is recorded "
+                        "as failed (default: no limit; local backend only)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     r.add_argument("--results-dir", type=Path, default=Path("results"), help="default results/")
     r.add_argument("--data-dir", type=Path, help="where datasets live (else $BENCH_DATA_DIR, then each loader's default)")
@@ -122,6 +126,11 @@ def plan_specs(args) -> list:
         raise BenchError(f"--jobs {args.jobs}: must be >= 1")
     if args.backend not in ("loky", "dask"):
         raise unknown("backend", args.backend, ("loky", "dask"))
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise BenchError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    if args.timeout is not None and args.backend == "dask":
+        raise BenchError("--timeout cannot interrupt Dask jobs (they run in worker threads, out of SIGALRM's "
+                         "reach); drop --timeout or use --backend loky")
     if args.target_arch not in ARCHS:
         raise unknown("architecture", args.target_arch, ARCHS)
     if args.data_dir is not None and not args.data_dir.is_dir():
@@ -167,7 +176,7 @@ def cmd_run(args) -> int:
 
     specs = plan_specs(args)
     env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
-              device=args.device, jobs=args.jobs)
+              device=args.device, jobs=args.jobs, timeout=args.timeout)
     print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs added as needed)")
     start = time.perf_counter()
 

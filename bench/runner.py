@@ -7,32 +7,56 @@ Stages, each a `joblib.Parallel` over independent jobs:
      distinct (dataset, seed, defense config), so attack jobs only load them;
   2. identity runs (the calibration every leakage number needs);
   3. every other run, with leakage computed against its identity twin.
+
+`Env.timeout` limits every job (a preparation or a run) with SIGALRM, which
+interrupts only a process's main thread: that is where jobs run in-process and
+in loky or multiprocessing workers. Anywhere else (Dask worker threads, a
+platform without SIGALRM) `execute` refuses to start rather than ignore the limit.
+The handler runs between Python bytecodes, so one long call into C (a single huge
+tensor op) delays the timeout until it returns.
+
+Determinism: the same spec on the same device gives the same numbers whatever the
+backend (in-process, loky, Dask), as long as each process uses the same number of
+torch threads (OMP_NUM_THREADS; Dask's nanny sets it to 1) and runs one job at a
+time (Dask workers with one thread each: jobs sharing a process share torch's
+global RNG). Timings (`fit_s`, `attack_fit_s`, `release_ms_per_image`) never
+repeat. On CUDA, cuDNN's choice of kernels (autotuned when cudnn.benchmark is on) and
+atomic adds in backward passes are not deterministic either (the harness does not set
+torch.use_deterministic_algorithms): GPU runs agree only to within noise.
 """
 from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
+import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from joblib import Parallel, delayed
+from joblib.parallel import BACKENDS, get_active_backend
 
 from bench import metrics as M
 from bench.artifacts import Artifacts
-from bench.errors import NotApplicable
+from bench.errors import BenchError, NotApplicable
 from bench.pipeline import Stage, run_attack, save_samples
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
-from bench.results import read_run, write_run
+from bench.results import load_runs, read_run, write_run
 from bench.runspec import RunSpec
 from bench.storage import digest_json
 from bench.training import resolve_device
 
 FINISHED = ("ok", "not_applicable")
+# joblib backends that run each job in the main thread of a process on this machine (SIGALRM reaches them),
+# and those that run jobs on this machine at all.
+MAIN_THREAD_BACKENDS = ("loky", "multiprocessing")
+LOCAL_BACKENDS = ("loky", "multiprocessing", "threading", "sequential")
 
 
 @dataclass(frozen=True)
@@ -43,6 +67,7 @@ class Env:
     data_dir: str | None = None
     device: str = "auto"
     jobs: int = 1
+    timeout: float | None = None   # seconds each job may take; None: no limit
 
 
 @dataclass
@@ -87,6 +112,13 @@ def plan(specs: list[RunSpec]) -> tuple[list[RunSpec], list[RunSpec]]:
 
 
 def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
+    if env.timeout is not None:
+        check_timeout_supported(env.jobs)
+    # Jobs may run on other machines (a Dask cluster sharing the filesystem), where a relative path is theirs.
+    env = replace(env, results_dir=Path(env.results_dir).resolve())
+    # Every existing record is read before any work: a corrupt one stops the sweep now, not hours
+    # later when the leaderboard is regenerated.
+    load_runs(env.results_dir)
     identity, others = plan(specs)
     summary = Summary()
     todo = []
@@ -113,13 +145,65 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
 def _parallel(env: Env, tasks: list, ordered: bool = True):
     """Results of `tasks` (joblib delayed calls), yielded as they finish.
 
-    One job runs in this process (progress bars stay visible); more go through
-    joblib's configured backend (loky here, Dask inside `parallel_config("dask")`).
+    With a local backend one job runs in this process (progress bars stay visible)
+    and more go through loky. A cluster (Dask inside `parallel_config("dask")`) gets
+    every job, even a lone one: the machine that starts the sweep may have no GPU.
     """
+    if not _active_backend_is(LOCAL_BACKENDS):
+        # joblib hands work to the cluster only when asked for more than one job; it then uses all its workers.
+        return Parallel(n_jobs=max(env.jobs, 2), return_as="generator" if ordered else "generator_unordered")(tasks)
     n_jobs = min(env.jobs, len(tasks))
     if n_jobs <= 1:
         return (fn(*args, **kwargs) for fn, args, kwargs in tasks)
     return Parallel(n_jobs=n_jobs, return_as="generator" if ordered else "generator_unordered")(tasks)
+
+
+def _active_backend_is(names: tuple[str, ...]) -> bool:
+    backend, _ = get_active_backend()
+    return isinstance(backend, tuple(BACKENDS[n] for n in names))
+
+
+def check_timeout_supported(jobs: int) -> None:
+    """Raise BenchError where a time limit could not interrupt jobs, rather than ignore it."""
+    if not hasattr(signal, "setitimer"):
+        raise BenchError(f"--timeout needs SIGALRM, which {platform.system()} does not have; run without --timeout")
+    if threading.current_thread() is not threading.main_thread():
+        raise BenchError("--timeout needs the sweep to start in the main thread: SIGALRM interrupts only that one")
+    if jobs > 1 and not _active_backend_is(MAIN_THREAD_BACKENDS):
+        backend, _ = get_active_backend()
+        raise BenchError(f"--timeout works with the loky backend, not {type(backend).__name__}: its jobs do not "
+                         "run in a process's main thread, where SIGALRM could interrupt them")
+
+
+class TimedOut(BaseException):
+    """A job ran past `Env.timeout`. A BaseException, like KeyboardInterrupt, so that a
+    plugin's `except Exception` cannot swallow it."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None):
+    """Raise TimedOut in this thread (which must be the main one) once `seconds` have passed."""
+    if seconds is None:
+        yield
+        return
+    armed = True
+
+    def on_alarm(signum, frame):
+        # A signal delivered just before the timer was cancelled runs its handler at the next bytecode,
+        # possibly after the block: it must not interrupt whatever comes next.
+        if armed:
+            raise TimedOut(f"timed out after {seconds:g} s")
+
+    # Outside the main thread this raises ValueError: the job fails loudly instead of running unlimited.
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # None: a handler installed from C, which Python cannot reinstate; the default is the closest.
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _worker_setup(env: Env) -> tuple[torch.device, Artifacts]:
@@ -139,10 +223,13 @@ def _prepare(spec: RunSpec, env: Env) -> tuple[str, str] | None:
     """
     device, artifacts = _worker_setup(env)
     try:
-        stage = Stage.open(spec, env.data_dir, device, artifacts)
-        defense, _ = stage.defense()
-        for split in ("attacker", "val", "test"):
-            stage.released(defense, split)
+        with _time_limit(env.timeout):
+            stage = Stage.open(spec, env.data_dir, device, artifacts)
+            defense, _ = stage.defense()
+            for split in ("attacker", "val", "test"):
+                stage.released(defense, split)
+    except TimedOut as e:
+        return str(e), traceback.format_exc()
     except Exception as e:
         return _reason(e), traceback.format_exc()
     return None
@@ -167,7 +254,8 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None)
             ident = read_run(env.results_dir, identity_twin(spec).run_id)
             if ident is None or ident["status"] != "ok":
                 raise RuntimeError("its identity calibration run did not finish ok")
-        metrics, extras = run_attack(spec, data_dir=env.data_dir, device=device, artifacts=artifacts)
+        with _time_limit(env.timeout):
+            metrics, extras = run_attack(spec, data_dir=env.data_dir, device=device, artifacts=artifacts)
         attacker_cls = ATTACKERS.get(spec.attacker)
         flags = {}
         if ident is not None:
@@ -180,16 +268,20 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None)
                 flags["weak_attacker"] = M.is_weak(metrics["attack_acc"], metrics["clean_acc"])
         if "attack_acc" in metrics:
             metrics["suppression"] = M.suppression(metrics["utility_acc"], metrics["attack_acc"])
+        metrics = M.finite(metrics)  # before anything is written: a NaN makes the run failed, with no samples
         samples = extras.pop("samples", None)
         if samples is not None:
             save_samples(env.results_dir / "samples" / f"{spec.run_id}.npz", samples)
-        record.update(status="ok", metrics=M.finite(metrics), flags=flags, knowledge=attacker_cls.knowledge, **extras)
+        record.update(status="ok", metrics=metrics, flags=flags, knowledge=attacker_cls.knowledge, **extras)
     except NotApplicable as e:
         reason = str(e)
         record.update(status="not_applicable", reason=reason, metrics={})
     except PreparationFailed as e:
         reason = f"defense preparation failed: {e.reason}"
         record.update(status="failed", reason=reason, traceback=e.traceback, metrics={})
+    except TimedOut as e:
+        reason = str(e)
+        record.update(status="failed", reason=reason, traceback=traceback.format_exc(), metrics={})
     except Exception as e:
         reason = _reason(e)
         record.update(status="failed", reason=reason, traceback=traceback.format_exc(), metrics={})
@@ -218,8 +310,9 @@ def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=here)
+        # --no-optional-locks: a run killed mid-status must not leave the checkout's index.lock behind.
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, cwd=here)
     except (OSError, subprocess.TimeoutExpired):  # not a git checkout (an installed wheel): nothing to record
         return None
     commit = head.stdout.strip()

@@ -1,7 +1,10 @@
 """Bad input: one clear line naming the bad value (and the valid choices), exit 2, nothing written."""
 import pytest
+from PIL import Image
 
 SMOKE = ["run", "--dataset", "synthetic", "--preset", "smoke", "--attacker", "adaptive"]
+# `{data}` and `{tmp}` stand for the test's data directory and tmp_path; FILES puts what a case needs there.
+FOLDER = ["run", "--dataset", "folder", "--preset", "smoke", "--attacker", "adaptive", "--data-dir", "{data}"]
 
 CASES = {
     "unknown defense": (["run", "--defense", "nope"], ["nope", "identity", "vfc"]),
@@ -25,19 +28,90 @@ CASES = {
     "sweep of dataset options": (SMOKE + ["--set", "synthetic.n=100,200"], ["synthetic"]),
     "unknown flag": (SMOKE + ["--frobnicate"], ["--frobnicate"]),
     "unknown subcommand": (["explode"], ["explode"]),
+    "empty defense list": (SMOKE + ["--defense", ","], ["no defense", "identity", "vfc"]),
+    "empty seed range": (SMOKE + ["--seeds", "3-1"], ["3-1"]),
+    "empty seeds": (SMOKE + ["--seeds", ""], ["--seeds ''"]),
+    "non-integer jobs": (SMOKE + ["--jobs", "two"], ["--jobs", "two"]),
+    "timeout 0": (SMOKE + ["--timeout", "0"], ["--timeout 0", "positive"]),
+    "negative timeout": (SMOKE + ["--timeout", "-5"], ["--timeout -5", "positive"]),
+    "timeout nan": (SMOKE + ["--timeout", "nan"], ["--timeout nan"]),
+    "non-numeric timeout": (SMOKE + ["--timeout", "soon"], ["--timeout", "soon"]),
+    "timeout with dask": (SMOKE + ["--timeout", "60", "--backend", "dask"], ["--timeout", "Dask", "loky"]),
+    "empty --set value": (SMOKE + ["--set", "adaptive.arch="], ["adaptive.arch=", "name.param=value"]),
+    "unknown dataset option": (SMOKE + ["--set", "synthetic.nope=1"], ["synthetic.nope", "classes", "size"]),
+    "ill-typed dataset option": (SMOKE + ["--set", "synthetic.n=many"], ["synthetic.n", "many", "int"]),
+    "ill-typed float": (SMOKE + ["--defense", "vfc", "--set", "vfc.beta=big"], ["vfc.beta", "big", "float"]),
+    "ill-typed bool": (["run", "--dataset", "cifar10", "--set", "cifar10.download=maybe"],
+                       ["cifar10.download", "maybe", "bool"]),
+    "folder without --data-dir": (FOLDER[:-2], ["folder", "--data-dir"]),
+    "folder without labels.csv": (FOLDER, ["labels.csv", "not found"]),
+    "labels.csv without file column": (FOLDER, ["labels.csv", "no `file` column", "name, label"]),
+    "labels.csv without task column": (FOLDER, ["labels.csv", "no task column"]),
+    "labels.csv without rows": (FOLDER, ["labels.csv", "no rows"]),
+    "labels.csv empty cell": (FOLDER, ["labels.csv row 3", "empty `label`"]),
+    "labels.csv bad split": (FOLDER, ["labels.csv row 2", "'training'", "train, val, test"]),
+    "labels.csv names a missing image": (FOLDER, ["labels.csv row 3", "b.png", "does not exist"]),
+    "folder with no private task": (FOLDER[:-3] + ["attribute", "--data-dir", "{data}"],
+                                    ["attribute", "--private-task", "label"]),
+    "corrupt result file": (SMOKE, ["corrupt result file", "abc.json"]),
+    "compare a CSV that is no leaderboard": (["compare", "{tmp}/a.csv", "{tmp}/a.csv"],
+                                             ["a.csv", "missing columns", "run_id"]),
 }
 
 
-@pytest.mark.parametrize("args,needles", CASES.values(), ids=CASES.keys())
-def test_bad_input_one_line_exit_2_nothing_written(main_inprocess, tmp_path, args, needles):
+def _labels(text):
+    def write(tmp_path):
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "labels.csv").write_text(text)
+    return write
+
+
+def _images(*names, labels):
+    def write(tmp_path):
+        _labels(labels)(tmp_path)
+        for name in names:
+            Image.new("RGB", (8, 8), (len(name) * 40, 0, 0)).save(tmp_path / "data" / name)
+    return write
+
+
+def _corrupt_result(tmp_path):
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "results" / "runs" / "abc.json").write_text('{"run_id": "abc", "sta')
+
+
+FILES = {
+    "folder without labels.csv": lambda tmp_path: (tmp_path / "data").mkdir(),
+    "labels.csv without file column": _labels("name,label\na.png,cat\n"),
+    "labels.csv without task column": _labels("file\na.png\n"),
+    "labels.csv without rows": _labels("file,label\n"),
+    "labels.csv empty cell": _labels("file,label\na.png,cat\nb.png,\n"),
+    "labels.csv bad split": _labels("file,label,split\na.png,cat,training\n"),
+    "labels.csv names a missing image": _images("a.png", labels="file,label\na.png,cat\nb.png,dog\n"),
+    "folder with no private task": _images("a.png", "bb.png", labels="file,label\na.png,cat\nbb.png,dog\n"),
+    "corrupt result file": _corrupt_result,
+    "compare a CSV that is no leaderboard": lambda tmp_path: (tmp_path / "a.csv").write_text("x,y\n1,2\n"),
+}
+
+
+def _files(root) -> dict | None:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} if root.exists() else None
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_one_line_exit_2_nothing_written(main_inprocess, tmp_path, case):
+    args, needles = CASES[case]
     res = tmp_path / "results"
+    if case in FILES:
+        FILES[case](tmp_path)
+    before = _files(res)
+    args = [a.format(data=tmp_path / "data", tmp=tmp_path) for a in args]
     out = main_inprocess(*args, *(["--results-dir", res] if args[0] == "run" else []))
     assert out.returncode == 2, out.stdout + out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
-    assert not res.exists()
+    assert _files(res) == before
 
 
 def test_cuda_on_a_cpu_machine(main_inprocess, tmp_path):
