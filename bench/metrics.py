@@ -14,6 +14,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    # argmax of a NaN row is 0: without this check a broken model would get a plausible accuracy.
+    if not torch.isfinite(logits).all():
+        raise FloatingPointError(f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} predictions "
+                                 "have non-finite logits")
     return (logits.argmax(1) == y).float().mean().item()
 
 

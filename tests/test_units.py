@@ -118,6 +118,12 @@ def test_ci95_matches_scipy():
     assert M.ci95([0.5]) == (0.5, 0.5)
 
 
+def test_non_finite_logits_are_an_error_not_an_accuracy():
+    logits = torch.tensor([[0.1, 0.9], [float("nan"), 0.0]])
+    with pytest.raises(FloatingPointError, match="1 of 2"):
+        M.accuracy(logits, torch.tensor([1, 0]))
+
+
 def test_image_metrics():
     x = torch.rand(4, 1, 16, 16)
     same = M.image_metrics(x, x)
