@@ -1,0 +1,321 @@
+"""A grid of runs through the harness vs a naive per-run research pipeline.
+
+    python -m bench.benchmarks.end_to_end --max-images 6000 --seeds 2 --defense identity
+
+The grid: one defense (identity by default; `--defense vfc` for VFC with its default,
+small settings) x 5 attackers (transfer, finetune, adaptive, attribute, inversion) x
+`--seeds` seeds on a subset of `--max-images` images, with the same short TrainConfig
+on both sides.
+  (a) harness: `bench.runner.execute` over RunSpecs with `--jobs` workers, starting
+      from a fresh, empty BENCH_CACHE (cold: the dataset is decoded, every model trained);
+  (b) naive: what a typical research script does for each run on its own: decode the
+      raw data, train the designated model, fit the defense, release the three splits,
+      train the attacker's models, all through DataLoaders with per-sample torchvision
+      transforms, sharing and caching nothing between runs. It reuses the harness's
+      model builders and its defense classes (their fit is the same code on both sides)
+      and takes the attackers' hyperparameters from the harness's attacker classes.
+Calls to Defense.fit and Defense.release are counted on both sides, in every process.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torchvision import transforms
+
+from bench.benchmarks.parallel import PRESET_NAME, preset_everywhere, subset_preset
+from bench.benchmarks.training_loop import PILImages, per_sample_transform
+from bench.models import Decoder, build_classifier, is_image_like
+from bench.training import TrainConfig, as_float, resolve_device
+
+ATTACKER_GRID = ("transfer", "finetune", "adaptive", "attribute", "inversion")
+DEFENSE_CHOICES = ("identity", "vfc")
+
+
+# --- counting defense calls, in this process and in the runner's workers ----------------------
+def count_defense_calls(path: str) -> None:
+    """From now on, append one line per Defense.fit / Defense.release call in this process to `path`."""
+    from bench.protocol import Defense  # imported here: loky may run this function pickled by value
+
+    for name in ("fit", "release"):
+        method = getattr(Defense, name)
+        if not hasattr(method, "count_file"):
+            method = _counting(name, method)
+            setattr(Defense, name, method)
+        method.count_file = path
+
+
+def _counting(name: str, method):
+    def counted(self, *args, **kwargs):
+        with open(counted.count_file, "a") as f:
+            f.write(name + "\n")
+        return method(self, *args, **kwargs)
+
+    return counted
+
+
+def read_counts(path: Path) -> Counter:
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+# --- the naive pipeline ----------------------------------------------------------------------
+def decode_raw(dataset: str, data_dir: Path | None):
+    """The whole dataset decoded from its source files, as every naive run does afresh."""
+    from bench.data.base import ImageDataset
+    from bench.data import fashion_mnist as fm
+    from bench.registry import DATASETS
+
+    if dataset == "synthetic":  # generated, never cached: loading it is its "decode"
+        return DATASETS.create("synthetic", {}).load(None)
+    if dataset != "fashion-mnist":
+        raise SystemExit(f"--dataset {dataset}: the naive pipeline decodes fashion-mnist or synthetic only")
+    root = data_dir or fm.DEBIAN_DIR
+
+    def read(key):
+        stem = fm.FILES[key]
+        gz = root / f"{stem}.gz"
+        return fm.read_idx(gz if gz.exists() else root / stem)
+
+    images = np.concatenate([read("train_images"), read("test_images")])
+    labels = torch.from_numpy(np.concatenate([read("train_labels"), read("test_labels")]).astype(np.int64))
+    n_train = len(read("train_labels"))
+    return ImageDataset(name="fashion-mnist", images=torch.from_numpy(images).unsqueeze(1).contiguous(),
+                        labels={"class": labels, "group": torch.tensor(fm.CLASS_TO_GROUP)[labels]},
+                        classes={"class": fm.CLASSES, "group": fm.GROUPS}, train_idx=torch.arange(n_train),
+                        test_idx=torch.arange(n_train, len(labels)), default_task="class", private_task="group")
+
+
+class TransformedTensors(Dataset):
+    """Float tensors (released data) with a per-sample transform, like a research script's TensorDataset."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.transform(self.x[i]), self.y[i]
+
+
+def released_transform(shape, config: TrainConfig):
+    # The harness augments only image-shaped data of at least 8 px; so does this.
+    if not (config.augment and len(shape) == 3 and min(shape[1:]) >= 8):
+        return lambda t: t
+    steps = [transforms.RandomCrop(tuple(shape[1:]), padding=2, padding_mode="edge")]
+    if config.flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    return transforms.Compose(steps)
+
+
+def loader_of(dataset: Dataset, config: TrainConfig, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=workers)
+
+
+@torch.no_grad()
+def batched(model, x: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+
+
+def fit_with_loader(model, loader: DataLoader, loss_fn, val_score, *, config: TrainConfig,
+                    device: torch.device) -> torch.nn.Module:
+    """AdamW + OneCycle over a DataLoader, val every epoch, best weights kept: the harness's recipe, plainly."""
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * len(loader),
+                                                pct_start=0.15)
+    best, best_state, stale = -math.inf, None, 0
+    for _ in range(config.epochs):
+        model.train()
+        for xb, yb in loader:
+            loss = loss_fn(model(xb.to(device)), yb.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        score = val_score(model)
+        if score > best:
+            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+def accuracy_on(x: torch.Tensor, y: torch.Tensor, device: torch.device):
+    return lambda m: (batched(m, x, device).argmax(1) == y).float().mean().item()
+
+
+class NaiveRun:
+    """One (seed, attacker) run from raw files to a number, sharing nothing with any other run."""
+
+    def __init__(self, args, preset, device: torch.device, seed: int):
+        from bench.data.splits import make_splits
+
+        self.args, self.config, self.device, self.seed = args, preset.train, device, seed
+        self.data = decode_raw(args.dataset, args.data_dir)
+        self.splits = make_splits(self.data, seed, **preset.caps())
+        self.task = self.data.default_task
+
+    def images(self, split: str) -> torch.Tensor:
+        return self.data.images[getattr(self.splits, split)]
+
+    def labels(self, split: str, task: str) -> torch.Tensor:
+        return self.data.labels[task][getattr(self.splits, split)]
+
+    def clean_classifier(self, arch: str, split: str, task: str) -> torch.nn.Module:
+        """A classifier trained on clean uint8 images, one PIL image at a time."""
+        torch.manual_seed(self.seed)
+        model = build_classifier(arch, self.data.image_shape, self.data.num_classes(task))
+        transform = per_sample_transform(self.data.image_shape[-1], self.config.flip) if self.config.augment \
+            else transforms.ToTensor()
+        dataset = PILImages(self.images(split).numpy(), self.labels(split, task).numpy(), transform)
+        val = accuracy_on(as_float(self.images("val")), self.labels("val", task), self.device)
+        return fit_with_loader(model, loader_of(dataset, self.config, self.args.loader_workers), F.cross_entropy,
+                               val, config=self.config, device=self.device)
+
+    def released_classifier(self, model, x, y, x_val, y_val, config: TrainConfig) -> torch.nn.Module:
+        dataset = TransformedTensors(x, y, released_transform(tuple(x.shape[1:]), config))
+        return fit_with_loader(model, loader_of(dataset, config, self.args.loader_workers), F.cross_entropy,
+                               accuracy_on(x_val, y_val, self.device), config=config, device=self.device)
+
+    def run(self, attacker: str) -> float:
+        from bench.protocol import DataSpec, FitData
+        from bench.registry import ATTACKERS, DEFENSES
+
+        t, device, cfg = self.task, self.device, self.config
+        target = self.clean_classifier("cnn", "owner", t)
+        defense = DEFENSES.create(self.args.defense, {})
+        spec = DataSpec(self.data.image_shape, self.data.num_classes(t), t)
+        defense.fit(FitData(as_float(self.images("owner")), self.labels("owner", t), as_float(self.images("val")),
+                            self.labels("val", t), spec, device, cfg), target, seed=self.seed)
+        released = {s: defense.release(as_float(self.images(s)), self.labels(s, t)) for s in ("attacker", "val", "test")}
+        r_train, r_val, r_test = released["attacker"], released["val"], released["test"]
+        hp = ATTACKERS.create(attacker, {})  # the attacker's hyperparameters, as the harness uses them
+        task = self.data.private_task if hp.uses_private_task else t
+        y_train, y_val, y_test = (self.labels(s, task) for s in ("attacker", "val", "test"))
+        if attacker == "transfer":
+            accs = [(batched(self.clean_classifier(arch, "attacker", task), r_test, device).argmax(1) == y_test)
+                    .float().mean().item() for arch in dict.fromkeys((*hp.archs, "cnn"))]
+            return max(accs)
+        if attacker == "finetune":
+            pick = torch.randperm(len(r_train), generator=torch.Generator().manual_seed(self.seed))[:hp.budget]
+            model = self.clean_classifier("cnn", "attacker", task)
+            model = self.released_classifier(model, r_train[pick], y_train[pick], r_val, y_val,
+                                             cfg.with_(epochs=hp.epochs, lr=hp.lr))
+        elif attacker in ("adaptive", "attribute"):
+            torch.manual_seed(self.seed)
+            arch = "cnn" if is_image_like(r_train.shape[1:], self.data.image_shape) else "auto"
+            model = build_classifier(arch, tuple(r_train.shape[1:]), self.data.num_classes(task))
+            model = self.released_classifier(model, r_train, y_train, r_val, y_val, cfg)
+        elif attacker == "inversion":
+            torch.manual_seed(self.seed)
+            pick = torch.randperm(len(r_train), generator=torch.Generator().manual_seed(self.seed))[:hp.max_pairs]
+            decoder = Decoder(tuple(r_train.shape[1:]), self.data.image_shape, width=hp.width, depth=hp.depth)
+            pairs = TensorDataset(r_train[pick], as_float(self.images("attacker")[pick]))
+            config = cfg.with_(epochs=hp.epochs, lr=hp.lr, augment=False)
+            x_val = as_float(self.images("val"))
+            decoder = fit_with_loader(decoder, loader_of(pairs, config, self.args.loader_workers), F.mse_loss,
+                                      lambda m: -F.mse_loss(batched(m, r_val, device), x_val).item(),
+                                      config=config, device=device)
+            mse = F.mse_loss(batched(decoder, r_test, device), as_float(self.images("test"))).item()
+            return 10 * math.log10(1 / max(mse, 1e-12))  # PSNR
+        else:
+            raise SystemExit(f"the naive pipeline has no {attacker} attacker")
+        return (batched(model, r_test, device).argmax(1) == y_test).float().mean().item()
+
+
+# --- the comparison --------------------------------------------------------------------------
+def harness_specs(args, data) -> list:
+    from bench.registry import ATTACKERS
+    from bench.runspec import RunSpec
+
+    specs = []
+    for attacker in ATTACKER_GRID:
+        task = data.private_task if ATTACKERS.get(attacker).uses_private_task else data.default_task
+        specs += [RunSpec(defense=args.defense, attacker=attacker, dataset=args.dataset,
+                          target_task=data.default_task, attack_task=task, target_arch="cnn", seed=seed,
+                          preset=PRESET_NAME) for seed in range(args.seeds)]
+    return specs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default) or synthetic for tests")
+    parser.add_argument("--data-dir", type=Path, help="where the IDX files live (default: Debian's location)")
+    parser.add_argument("--max-images", type=int, default=6000, help="subset size (default 6000)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds in the grid (default 2)")
+    parser.add_argument("--defense", default="identity", choices=DEFENSE_CHOICES,
+                        help="identity (default) or vfc (its default settings: 2 epochs, 16-d latent)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of every model the preset trains (default 2)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="harness workers (default: all cores)")
+    parser.add_argument("--loader-workers", type=int, default=0,
+                        help="DataLoader worker processes of the naive side (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    preset = subset_preset(args.max_images, TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=5e-3,
+                                                        augment=True, patience=args.epochs))
+
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as work:
+        os.environ["BENCH_CACHE"] = cache  # fresh and empty: the harness starts cold
+        from bench.runner import Env, execute
+
+        work = Path(work)
+        data = decode_raw(args.dataset, args.data_dir)  # only for task names; not timed
+        specs = harness_specs(args, data)
+        print(f"machine: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {device}, "
+              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS') or 'unset'}")
+        print(f"grid: {args.defense} x {', '.join(ATTACKER_GRID)} x {args.seeds} seeds on {args.dataset}, "
+              f"<= {args.max_images} images, {args.epochs} epochs, batch {args.batch_size}")
+
+        setups = ((count_defense_calls, (str(work / "harness-calls"),)),)
+        with preset_everywhere(preset, setups):
+            start = time.perf_counter()
+            summary = execute(specs, Env(results_dir=work / "results", device=args.device, jobs=args.jobs,
+                                         data_dir=str(args.data_dir) if args.data_dir else None))
+            harness_s = time.perf_counter() - start
+        if summary.failed:
+            raise SystemExit(f"harness: {summary.text()}")
+        harness_calls = read_counts(work / "harness-calls")
+
+        count_defense_calls(str(work / "naive-calls"))
+        start = time.perf_counter()
+        for seed in range(args.seeds):
+            for attacker in ATTACKER_GRID:
+                NaiveRun(args, preset, device, seed).run(attacker)
+        naive_s = time.perf_counter() - start
+        naive_calls = read_counts(work / "naive-calls")
+
+    n_runs = len(ATTACKER_GRID) * args.seeds
+    print(f"harness  ({args.jobs} jobs, cold cache): {harness_s:8.1f} s   "
+          f"defense fits {harness_calls['fit']:3d}, release calls {harness_calls['release']:3d}  "
+          f"({summary.ok} runs ok)")
+    print(f"naive per-run pipeline:        {naive_s:8.1f} s   "
+          f"defense fits {naive_calls['fit']:3d}, release calls {naive_calls['release']:3d}  ({n_runs} runs)")
+    print(f"speed-up:                      {naive_s / harness_s:8.2f} x")
+    print("differences that remain:")
+    if args.defense != "identity":
+        print(f"  - the harness also runs the {n_runs} identity calibration runs leakage needs (the naive side "
+              f"does not), and fits identity too: it does more work than the naive side")
+    print("  - the harness computes more metrics (agreement, SSIM, chance levels) and writes one JSON per run")
+    print("  - the defense's own fit is the same code on both sides (its training loop is the harness's)")
+    print(f"  - the naive side decodes the data {n_runs} times; the harness once per process into its cache")
+
+
+if __name__ == "__main__":
+    main()

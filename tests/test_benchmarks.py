@@ -1,0 +1,49 @@
+"""The benchmark scripts run end to end at tiny sizes and print a finite, positive ratio.
+
+Their numbers are not checked: speed is measured by running the scripts on an idle machine
+(DESIGN section 7), never by timed unit tests.
+"""
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TINY = {
+    "training_loop": ["--dataset", "synthetic", "--n-images", "256", "--steps", "4", "--batch-size", "64",
+                      "--threads", "1", "--matmul-size", "256"],
+    "parallel": ["--dataset", "synthetic", "--max-images", "600", "--seeds", "2", "--epochs", "1",
+                 "--batch-size", "64"],
+    "end_to_end": ["--dataset", "synthetic", "--max-images", "600", "--seeds", "1", "--epochs", "1",
+                   "--batch-size", "64", "--jobs", "1"],
+}
+
+
+def run_benchmark(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"bench.benchmarks.{name}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_help(name):
+    result = run_benchmark(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--dataset" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_prints_a_finite_positive_ratio(name):
+    result = run_benchmark(name, *TINY[name])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("machine: "), result.stdout
+    match = re.search(r"^speed-up:\s+(\S+) x$", result.stdout, re.MULTILINE)
+    assert match, result.stdout
+    ratio = float(match.group(1))
+    assert math.isfinite(ratio) and ratio > 0, result.stdout
+    if name == "training_loop":
+        share = re.search(r"= (\S+)% of peak$", result.stdout, re.MULTILINE)
+        assert share and float(share.group(1)) > 0, result.stdout
+
