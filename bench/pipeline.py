@@ -184,6 +184,9 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
     out = M.designated_metrics(clean_logits, defense.designated(r_test), y_test)
     out.update(fit_s=fit_s, release_ms_per_image=released["test"][1],
                released_bytes_per_image=r_test[0].numel() * r_test.element_size())
+    if r_test.shape == x_test.shape:
+        # How far an image-shaped release is from its input (FMD's image-quality trade-off).
+        out.update({f"release_{k}": v for k, v in M.image_metrics(r_test, x_test).items()})
 
     attacker = ATTACKERS.create(spec.attacker, spec.attacker_params)
     if attacker.predicts == "images":

@@ -25,6 +25,8 @@ from bench.results import CONFIG, config_label, load_runs, write_leaderboards  #
 # (metric, attacker or None for the designated model, panel title) of a sweep figure.
 SWEEP_PANELS = (
     ("utility_acc", None, "utility (designated model)"),
+    ("release_psnr", None, "released vs input PSNR (dB)"),
+    ("attack_acc", "transfer", "transfer accuracy (best model)"),
     ("psnr", "inversion", "inversion PSNR (dB)"),
     ("ssim", "inversion", "inversion SSIM"),
     ("attack_acc", "attribute", "attribute attack accuracy"),

@@ -17,26 +17,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.models import IMAGE_ARCHS, build_classifier
 from bench.protocol import Defense
 from bench.training import accuracy_score, train
 
 SCORES = ("kl*saliency", "kl", "saliency", "none")
+ENCODERS = ("conv", *IMAGE_ARCHS)
 
 
 class VFCNet(nn.Module):
-    """Encoder to (mu, log var), decoder from the masked latent to an input-shaped tensor."""
+    """Encoder to (mu, log var), decoder from the masked latent to an input-shaped tensor.
 
-    def __init__(self, image_shape, latent_dim: int, width: int):
+    `encoder`: "conv" (two strided convs and a linear layer: enough for Fashion-MNIST, fast)
+    or one of the harness's classifier architectures with 2 x latent_dim outputs.
+    """
+
+    def __init__(self, image_shape, latent_dim: int, width: int, encoder: str = "conv"):
         super().__init__()
         c, h, w = image_shape
         self.image_shape = tuple(image_shape)
         self.grid = (math.ceil(h / 4), math.ceil(w / 4))
         n = 2 * width * self.grid[0] * self.grid[1]
-        self.encoder = nn.Sequential(
-            nn.Conv2d(c, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
-            nn.Flatten(), nn.Linear(n, 2 * latent_dim),
-        )
+        if encoder == "conv":
+            self.encoder = nn.Sequential(
+                nn.Conv2d(c, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+                nn.Flatten(), nn.Linear(n, 2 * latent_dim),
+            )
+        else:
+            self.encoder = build_classifier(encoder, image_shape, 2 * latent_dim)
         self.decoder = nn.Sequential(
             nn.Linear(latent_dim, n), nn.ReLU(inplace=True), nn.Unflatten(1, (2 * width, *self.grid)),
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
@@ -66,7 +75,7 @@ class VFC(Defense):
     # within minutes on 2 CPU cores (4 epochs raised val utility by < 0.01). epochs=0: the preset's.
     def __init__(self, latent_dim: int = 16, beta: float = 0.03, keep: float = 0.25, tau: float = 0.0,
                  score: str = "kl*saliency", mask_every: int = 50, momentum: float = 0.9, warmup: float = 0.3,
-                 width: int = 32, epochs: int = 2, lr: float = 2e-3):
+                 width: int = 32, encoder: str = "conv", epochs: int = 2, lr: float = 2e-3):
         self.latent_dim = latent_dim
         self.beta = beta
         self.keep = keep
@@ -76,6 +85,7 @@ class VFC(Defense):
         self.momentum = momentum
         self.warmup = warmup
         self.width = width
+        self.encoder = encoder
         self.epochs = epochs
         self.lr = lr
 
@@ -84,7 +94,9 @@ class VFC(Defense):
             raise ValueError(f"vfc.score={self.score!r}; valid choices: {', '.join(SCORES)}")
         if not 0 < self.keep <= 1:
             raise ValueError(f"vfc.keep={self.keep}: must be in (0, 1]")
-        self.net_ = VFCNet(spec.image_shape, self.latent_dim, self.width).to(self.device_)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"vfc.encoder={self.encoder!r}; valid choices: {', '.join(ENCODERS)}")
+        self.net_ = VFCNet(spec.image_shape, self.latent_dim, self.width, self.encoder).to(self.device_)
 
     def _fit(self, data, *, seed):
         config = data.train.with_(lr=self.lr, epochs=self.epochs or None)

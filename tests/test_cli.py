@@ -21,6 +21,8 @@ def test_run_all_attackers_then_resume(cli, tmp_path, isolated_cache):
         assert r["run_id"] == path.stem and r["status"] in ("ok", "not_applicable")
         assert r["spec"]["defense"] == "identity" and r["spec"]["preset"] == "smoke"
         assert all(isinstance(v, float) for v in r["metrics"].values())
+        if r["status"] == "ok":  # identity releases the input itself: PSNR at its cap, SSIM 1
+            assert r["metrics"]["release_psnr"] == 100.0 and r["metrics"]["release_ssim"] > 0.999
         assert {"owner", "attacker", "val", "test", "digest"} <= set(r["splits"])
         assert r["versions"]["torch"] and r["train"]["epochs"] == 1
     for name in ("tradeoff.png", "attackers.png", "grid-synthetic.png"):

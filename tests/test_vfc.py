@@ -51,6 +51,17 @@ def test_masked_dimensions_do_not_reach_the_release(masked, world):
         assert torch.allclose(net.decode((mu + noise) * net.mask), masked.release(x), atol=1e-6)
 
 
+def test_classifier_encoder_releases_input_shaped_data(world):
+    fit, target, x = world
+    fitted = VFC(latent_dim=8, mask_every=2, encoder="cnn").fit(fit, target, seed=0)
+    assert fitted.release(x[:5]).shape == x[:5].shape
+
+
+def test_unknown_encoder_names_the_choices(world):
+    with pytest.raises(ValueError, match="vfc.encoder='vit'.*conv, cnn, resnet, mobilenet"):
+        _fitted(world, encoder="vit")
+
+
 def test_training_that_ends_in_warm_up_is_an_error(world):
     with pytest.raises(ValueError, match="warm-up"):
         _fitted(world, warmup=1.0)
