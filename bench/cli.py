@@ -89,6 +89,9 @@ def parse_seeds(text: str) -> list[int]:
     try:
         for part in text.split(","):
             lo, dash, hi = part.partition("-")
+            if dash and int(hi) < int(lo):
+                raise BenchError(f"--seeds {text!r}: the range {part.strip()} is empty (write low-high, e.g. "
+                                 f"{hi.strip()}-{lo.strip()})")
             seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
     except ValueError:
         raise BenchError(f"--seeds {text!r}: expected integers like 0 or 0,1,2 or 0-2") from None

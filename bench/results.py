@@ -51,9 +51,14 @@ def read_run(results_dir: Path, run_id: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise BenchError(f"corrupt result file {path}: {e}") from None
+    missing = [k for k in ("run_id", "status", "spec", "metrics") if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise BenchError(f"corrupt result file {path}: not a run record (missing {', '.join(missing)}); "
+                         "move it out of the runs/ directory or delete it")
+    return record
 
 
 def load_runs(results_dir: Path) -> list[dict]:

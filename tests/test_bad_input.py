@@ -54,6 +54,8 @@ CASES = {
     "folder with no private task": (FOLDER[:-3] + ["attribute", "--data-dir", "{data}"],
                                     ["attribute", "--private-task", "label"]),
     "corrupt result file": (SMOKE, ["corrupt result file", "abc.json"]),
+    "result file that is no run record": (SMOKE, ["abc.json", "not a run record", "run_id"]),
+    "seed range backwards": (SMOKE + ["--seeds", "3-1"], ["--seeds '3-1'", "empty", "1-3"]),
     "compare a CSV that is no leaderboard": (["compare", "{tmp}/a.csv", "{tmp}/a.csv"],
                                              ["a.csv", "missing columns", "run_id"]),
 }
@@ -74,6 +76,11 @@ def _images(*names, labels):
     return write
 
 
+def _runs_file(tmp_path, text):
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "results" / "runs" / "abc.json").write_text(text)
+
+
 def _corrupt_result(tmp_path):
     (tmp_path / "results" / "runs").mkdir(parents=True)
     (tmp_path / "results" / "runs" / "abc.json").write_text('{"run_id": "abc", "sta')
@@ -89,6 +96,7 @@ FILES = {
     "labels.csv names a missing image": _images("a.png", labels="file,label\na.png,cat\nb.png,dog\n"),
     "folder with no private task": _images("a.png", "bb.png", labels="file,label\na.png,cat\nbb.png,dog\n"),
     "corrupt result file": _corrupt_result,
+    "result file that is no run record": lambda tmp_path: _runs_file(tmp_path, "[1, 2]"),
     "compare a CSV that is no leaderboard": lambda tmp_path: (tmp_path / "a.csv").write_text("x,y\n1,2\n"),
 }
 

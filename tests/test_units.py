@@ -248,3 +248,12 @@ def test_compare_flags_only_real_differences():
     assert not compare(a, a)["significant"].any()
     one_a, one_b = long_table([_run("x", "adaptive", 0, {"leakage": 0.2})]), long_table([_run("x", "adaptive", 0, {"leakage": 0.8})])
     assert not compare(one_a, one_b)["significant"].any()  # n = 1 on both sides: no interval
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Not owner-only (what mkstemp makes): a results/ directory shared by a group stays readable."""
+    import stat
+
+    from bench.storage import _UMASK, atomic_write_bytes
+    atomic_write_bytes(tmp_path / "f.json", b"{}")
+    assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o666 & ~_UMASK
