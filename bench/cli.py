@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME.PARAM=VALUE",
                    help="hyperparameter of a defense, attacker or dataset; comma-separated values sweep "
                         "(repeatable), e.g. --set finetune.budget=500,2000")
+    r.add_argument("--max-release", type=int, metavar="N",
+                   help="images of each released split for defenses with a costly per-image release, e.g. FMD "
+                        "(default: the preset's cap; recorded in every result)")
     r.add_argument("--jobs", type=int, default=1, help="parallel jobs (default 1)")
     r.add_argument("--backend", default="loky", help="joblib backend: loky (default) or dask")
     r.add_argument("--scheduler", help="Dask scheduler address (with --backend dask; default: a LocalCluster)")
@@ -125,6 +128,8 @@ def plan_specs(args) -> list:
     resolve_device(args.device)
     if args.eval_split not in ("test", "val"):
         raise unknown("--eval-split", args.eval_split, ("test", "val"))
+    if args.max_release is not None and args.max_release < 1:
+        raise BenchError(f"--max-release {args.max_release}: must be >= 1")
     if args.jobs < 1:
         raise BenchError(f"--jobs {args.jobs}: must be >= 1")
     if args.backend not in ("loky", "dask"):
@@ -153,7 +158,9 @@ def plan_specs(args) -> list:
     specs = []
     for d in defenses:
         # A costly release (per-image optimisation) covers only a capped subset of the released splits.
-        release_cap = preset.max_costly_release if DEFENSES.get(d).costly_release else None
+        release_cap = None
+        if DEFENSES.get(d).costly_release:
+            release_cap = args.max_release if args.max_release is not None else preset.max_costly_release
         for d_params in configurations(DEFENSES, d, sets.get(d, {}), preset.plugin_defaults.get(d)):
             for a in attackers:
                 a_cls = ATTACKERS.get(a)

@@ -55,6 +55,7 @@ CASES = {
                                     ["attribute", "--private-task", "label"]),
     "corrupt result file": (SMOKE, ["corrupt result file", "abc.json"]),
     "result file that is no run record": (SMOKE, ["abc.json", "not a run record", "run_id"]),
+    "zero release cap": (SMOKE + ["--max-release", "0"], ["--max-release 0", ">= 1"]),
     "seed range backwards": (SMOKE + ["--seeds", "3-1"], ["--seeds '3-1'", "empty", "1-3"]),
     "compare a CSV that is no leaderboard": (["compare", "{tmp}/a.csv", "{tmp}/a.csv"],
                                              ["a.csv", "missing columns", "run_id"]),

@@ -165,6 +165,9 @@ def test_plan_caps_only_costly_defenses():
                                       "--dataset", "synthetic", "--preset", "smoke"])
     caps = {s.defense: s.max_release for s in plan_specs(args)}
     assert caps == {"fmd": get_preset("smoke").max_costly_release, "identity": None}
+    args = build_parser().parse_args(["run", "--defense", "fmd,identity", "--attacker", "adaptive",
+                                      "--dataset", "synthetic", "--preset", "smoke", "--max-release", "10"])
+    assert {s.defense: s.max_release for s in plan_specs(args)} == {"fmd": 10, "identity": None}
 
 
 def test_capped_run_and_its_identity_twin_release_the_same_subset():
