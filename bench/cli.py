@@ -155,13 +155,19 @@ def plan_specs(args) -> list:
     data = load_dataset(args.dataset, tuple(sorted(ds_params.items())), str(args.data_dir) if args.data_dir else None)
     target_task = data.check_task(args.target_task or data.default_task)
     private_task = args.private_task or data.private_task
+    dataset_defaults = DATASETS.get(args.dataset).plugin_overrides.get(args.preset, {})
+
+    def plugin_defaults(name: str) -> dict:
+        """The dataset's tuned values for this plugin, under the preset's own (a paper's settings)."""
+        return {**dataset_defaults.get(name, {}), **preset.plugin_defaults.get(name, {})}
+
     specs = []
     for d in defenses:
         # A costly release (per-image optimisation) covers only a capped subset of the released splits.
         release_cap = None
         if DEFENSES.get(d).costly_release:
             release_cap = args.max_release if args.max_release is not None else preset.max_costly_release
-        for d_params in configurations(DEFENSES, d, sets.get(d, {}), preset.plugin_defaults.get(d)):
+        for d_params in configurations(DEFENSES, d, sets.get(d, {}), plugin_defaults(d)):
             for a in attackers:
                 a_cls = ATTACKERS.get(a)
                 if a_cls.uses_private_task:
@@ -171,7 +177,7 @@ def plan_specs(args) -> list:
                     attack_task = data.check_task(private_task)
                 else:
                     attack_task = target_task
-                for a_params in configurations(ATTACKERS, a, sets.get(a, {}), preset.plugin_defaults.get(a)):
+                for a_params in configurations(ATTACKERS, a, sets.get(a, {}), plugin_defaults(a)):
                     for seed in seeds:
                         specs.append(RunSpec(defense=d, attacker=a, dataset=args.dataset, target_task=target_task,
                                              attack_task=attack_task, target_arch=args.target_arch, seed=seed,
@@ -237,6 +243,11 @@ def cmd_list(args) -> int:
             print(f"  {name}{extra}: {cls.description}")
             if getattr(cls, "tasks", ""):
                 print(f"      tasks: {cls.tasks}")
+            for preset, plugins in getattr(cls, "plugin_overrides", {}).items():
+                for plugin, values in plugins.items():
+                    text = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                    print(textwrap.indent(textwrap.fill(f"tuned for it ({preset} preset): {plugin}: {text}", 96),
+                                          "      "))
             params = reg.hparams(name)
             if params:
                 text = ", ".join(f"{k}={v!r}" for k, v in params.items())

@@ -26,7 +26,7 @@ def configurations(registry: Registry, name: str, sets: dict[str, list[str]],
                    preset_defaults: dict | None = None) -> list[dict]:
     """Every combination of the swept values, each fully typed (defaults filled in).
 
-    `preset_defaults` (a preset's values for this plugin) replace the plugin's own
+    `preset_defaults` (a preset's or a dataset's values for this plugin) replace the plugin's own
     defaults; `--set` values replace both.
     """
     defaults = hparams_of(registry.get(name))

@@ -257,3 +257,18 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     from bench.storage import _UMASK, atomic_write_bytes
     atomic_write_bytes(tmp_path / "f.json", b"{}")
     assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o666 & ~_UMASK
+
+
+def test_dataset_tuned_plugin_values_sit_below_set(monkeypatch):
+    from bench.cli import build_parser, plan_specs
+    from bench.data.synthetic import Synthetic
+
+    monkeypatch.setattr(Synthetic, "plugin_overrides", {"smoke": {"vfc": {"latent_dim": 8, "beta": 0.5}}})
+    base = ["run", "--defense", "vfc", "--attacker", "adaptive", "--dataset", "synthetic", "--preset", "smoke"]
+    params = [s.defense_params for s in plan_specs(build_parser().parse_args(base)) if s.defense == "vfc"]
+    assert params and all(p["latent_dim"] == 8 and p["beta"] == 0.5 for p in params)
+    params = [s.defense_params for s in plan_specs(build_parser().parse_args(base + ["--set", "vfc.beta=0.1"]))
+              if s.defense == "vfc"]
+    assert all(p["latent_dim"] == 8 and p["beta"] == 0.1 for p in params)
+    other = plan_specs(build_parser().parse_args(base[:-1] + ["default"]))  # other presets: plugin defaults
+    assert all(s.defense_params["latent_dim"] == 16 for s in other if s.defense == "vfc")

@@ -70,6 +70,9 @@ class DatasetLoader:
     # Training settings this dataset needs on top of a preset, by preset name
     # (e.g. CIFAR-10 needs augmentation and more epochs than Fashion-MNIST).
     train_overrides: ClassVar[dict[str, dict]] = {}
+    # Plugin hyperparameters tuned for this dataset (on its val split), by preset name, then plugin:
+    # below the preset's own plugin defaults and any --set.
+    plugin_overrides: ClassVar[dict[str, dict[str, dict]]] = {}
 
     def load(self, data_dir: Path | None) -> ImageDataset:
         raise NotImplementedError

@@ -66,6 +66,9 @@ class CIFAR10(DatasetLoader):
     # 32x32 colour objects need augmentation and more epochs than Fashion-MNIST.
     train_overrides = {"default": {"epochs": 12, "augment": True, "lr": 4e-3, "patience": 3},
                        "full": {"epochs": 60, "augment": True, "patience": 8}}
+    # VFC's encoder must classify CIFAR-10 itself (the latent is a 16-dimensional bottleneck after
+    # masking), so it needs the designated CNN's depth and schedule: chosen on val (README, issue notes).
+    plugin_overrides = {"default": {"vfc": {"encoder": "cnn", "latent_dim": 64, "beta": 0.01, "epochs": 12}}}
 
     def __init__(self, download: bool = True):
         self.download = download
