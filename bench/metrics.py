@@ -61,7 +61,8 @@ def image_metrics(pred: torch.Tensor, images: torch.Tensor) -> dict:
     t = images.numpy().astype(np.float64)
     psnrs, ssims = [], []
     for a, b in zip(p, t):
-        psnrs.append(peak_signal_noise_ratio(b, a, data_range=1.0))
+        with np.errstate(divide="ignore"):  # identical images: infinite PSNR, capped below
+            psnrs.append(peak_signal_noise_ratio(b, a, data_range=1.0))
         ssims.append(structural_similarity(b, a, data_range=1.0, channel_axis=0,
                                            win_size=min(7, _odd(min(b.shape[1:])))))
     # A pixel-perfect inversion has infinite PSNR; cap it so aggregates stay finite.
