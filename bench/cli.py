@@ -273,9 +273,14 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -
     if specs:
         keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}
         view = view[[(d, a, ds) in keep for d, a, ds in zip(view.defense, view.attacker, view.dataset)]]
-    view = view.assign(config=[config_label(d, p) for d, p in zip(view.defense, view.defense_params)])
-    table = view.pivot_table(index=["dataset", "config", "attacker", "attack_task"],
-                             columns="metric", values="mean", aggfunc="first")
+    from bench.registry import ATTACKERS
+
+    # Attackers are labelled with their non-default settings too: two settings are two rows, never merged.
+    view = view.assign(config=[config_label(d, p) for d, p in zip(view.defense, view.defense_params)],
+                       attacker=[config_label(a, p, ATTACKERS) for a, p in zip(view.attacker, view.attacker_params)])
+    index = ["dataset", "config", "attacker", "attack_task"]
+    table = view.pivot_table(index=index, columns="metric", values="mean", aggfunc="first")
+    table["n_seeds"] = view.groupby(index)["n"].max()
     worst = worst.assign(config=[config_label(d, p) for d, p in zip(worst.defense, worst.defense_params)])
     worst = worst[["dataset", "config"] + [c for c in worst.columns if c not in ("dataset", "config", "defense", "defense_params")]]
     table = table.reset_index()

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.registry import ATTACKERS  # noqa: E402
 from bench.results import CONFIG, config_label, load_runs, write_leaderboards  # noqa: E402
 
 # (metric, attacker or None for the designated model, panel title) of a sweep figure.
@@ -90,7 +91,7 @@ def _attackers(agg, path: Path) -> Path | None:
     if d.empty:
         return None
     d["config"] = [config_label(a, b) for a, b in zip(d.defense, d.defense_params)]
-    d["who"] = [f"{a}[{t}]" for a, t in zip(d.attacker, d.attack_task)]
+    d["who"] = [f"{config_label(a, p, ATTACKERS)}[{t}]" for a, p, t in zip(d.attacker, d.attacker_params, d.attack_task)]
     datasets = sorted(d.dataset.unique())
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(len(datasets), 1, figsize=(max(7, 1.3 * d.who.nunique() * d.config.nunique()), 4 * len(datasets)),
@@ -107,7 +108,8 @@ def _attackers(agg, path: Path) -> Path | None:
         if not has_defended:
             # Chance (majority class) of each attacker's task: what accuracy means nothing above.
             chance = agg[(agg.dataset == ds) & (agg.metric == "chance") & (agg.defense == "identity")]
-            chance = chance.assign(who=[f"{a}[{t}]" for a, t in zip(chance.attacker, chance.attack_task)])
+            chance = chance.assign(who=[f"{config_label(a, p, ATTACKERS)}[{t}]"
+                                        for a, p, t in zip(chance.attacker, chance.attacker_params, chance.attack_task)])
             level = chance.set_index("who")["mean"].reindex(whos)
             ax.hlines(level, np.arange(len(whos)) - 0.4, np.arange(len(whos)) + 0.4, colors="black",
                       linestyles="dashed", label="chance")

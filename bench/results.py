@@ -25,17 +25,24 @@ GROUP = ["defense", "defense_params", "attacker", "attacker_params", "knowledge"
 CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", "preset", "eval_split", "max_release"]
 
 
-def config_label(defense: str, params_json: str) -> str:
-    """`vfc(beta=0.1)`: the defense with the hyperparameters that differ from its defaults."""
+def config_label(name: str, params_json: str, registry=None) -> str:
+    """`vfc(beta=0.1)`: the plugin (default: a defense) with the hyperparameters that differ from its defaults."""
     from bench.registry import DEFENSES
 
+    registry = registry or DEFENSES
     params = json.loads(params_json) if params_json else {}
     try:
-        defaults = DEFENSES.hparams(defense)
+        defaults = registry.hparams(name)
     except BenchError:  # a plugin no longer installed: show everything
         defaults = {}
-    changed = {k: v for k, v in params.items() if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
-    return defense + ("(" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")" if changed else "")
+    # Tuples are stored as JSON lists: compare in JSON form.
+    changed = {k: v for k, v in params.items()
+               if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
+    return name + ("(" + ", ".join(f"{k}={_short(v)}" for k, v in sorted(changed.items())) + ")" if changed else "")
+
+
+def _short(v) -> str:
+    return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
 def run_path(results_dir: Path, run_id: str) -> Path:

@@ -272,3 +272,10 @@ def test_dataset_tuned_plugin_values_sit_below_set(monkeypatch):
     assert all(p["latent_dim"] == 8 and p["beta"] == 0.1 for p in params)
     other = plan_specs(build_parser().parse_args(base[:-1] + ["default"]))  # other presets: plugin defaults
     assert all(s.defense_params["latent_dim"] == 16 for s in other if s.defense == "vfc")
+
+
+def test_attacker_settings_label_their_rows():
+    from bench.results import config_label
+    assert config_label("transfer", json.dumps({"archs": ["cnn", "resnet", "mobilenet"]}), ATTACKERS) == "transfer"
+    assert config_label("transfer", json.dumps({"archs": ["cnn"]}), ATTACKERS) == "transfer(archs=cnn)"
+    assert config_label("vfc", json.dumps({"beta": 0.5})) == "vfc(beta=0.5)"
