@@ -245,18 +245,20 @@ def cmd_list(args) -> int:
                 print(f"      tasks: {cls.tasks}")
             for preset, plugins in getattr(cls, "plugin_overrides", {}).items():
                 for plugin, values in plugins.items():
-                    text = ", ".join(f"{k}={v!r}" for k, v in values.items())
-                    print(textwrap.indent(textwrap.fill(f"tuned for it ({preset} preset): {plugin}: {text}", 96),
-                                          "      "))
+                    print(_values_line(f"tuned for it ({preset} preset): {plugin}", values))
             params = reg.hparams(name)
             if params:
-                text = ", ".join(f"{k}={v!r}" for k, v in params.items())
-                print(textwrap.indent(textwrap.fill(f"hyperparameters: {text}", 96), "      "))
+                print(_values_line("hyperparameters", params))
     from bench.presets import PRESETS
     print("presets:")
     for p in PRESETS.values():
         print(f"  {p.name}: {p.description}")
     return 0
+
+
+def _values_line(label: str, values: dict) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return textwrap.indent(textwrap.fill(f"{label}: {text}", 96), "      ")
 
 
 def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -> None:

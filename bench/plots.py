@@ -91,7 +91,7 @@ def _attackers(agg, path: Path) -> Path | None:
     if d.empty:
         return None
     d["config"] = [config_label(a, b) for a, b in zip(d.defense, d.defense_params)]
-    d["who"] = [f"{config_label(a, p, ATTACKERS)}[{t}]" for a, p, t in zip(d.attacker, d.attacker_params, d.attack_task)]
+    d["who"] = _attacker_labels(d)
     datasets = sorted(d.dataset.unique())
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(len(datasets), 1, figsize=(max(7, 1.3 * d.who.nunique() * d.config.nunique()), 4 * len(datasets)),
@@ -108,8 +108,7 @@ def _attackers(agg, path: Path) -> Path | None:
         if not has_defended:
             # Chance (majority class) of each attacker's task: what accuracy means nothing above.
             chance = agg[(agg.dataset == ds) & (agg.metric == "chance") & (agg.defense == "identity")]
-            chance = chance.assign(who=[f"{config_label(a, p, ATTACKERS)}[{t}]"
-                                        for a, p, t in zip(chance.attacker, chance.attacker_params, chance.attack_task)])
+            chance = chance.assign(who=_attacker_labels(chance))
             level = chance.set_index("who")["mean"].reindex(whos)
             ax.hlines(level, np.arange(len(whos)) - 0.4, np.arange(len(whos)) + 0.4, colors="black",
                       linestyles="dashed", label="chance")
@@ -120,6 +119,12 @@ def _attackers(agg, path: Path) -> Path | None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+def _attacker_labels(rows) -> list[str]:
+    """`transfer(archs=cnn)[class]`: attacker, its non-default settings and its task, one per row."""
+    return [f"{config_label(a, p, ATTACKERS)}[{t}]" for a, p, t in zip(rows.attacker, rows.attacker_params,
+                                                                        rows.attack_task)]
 
 
 def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
