@@ -39,7 +39,7 @@ def test_prints_a_finite_positive_ratio(name):
     result = run_benchmark(name, *TINY[name])
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("machine: "), result.stdout
-    match = re.search(r"^speed-up:\s+(\S+) x$", result.stdout, re.MULTILINE)
+    match = re.search(r"^speed-up:\s+(\S+) x\b", result.stdout, re.MULTILINE)
     assert match, result.stdout
     ratio = float(match.group(1))
     assert math.isfinite(ratio) and ratio > 0, result.stdout

@@ -3,12 +3,19 @@
     python -m bench.benchmarks.parallel --max-images 10000 --seeds 4
 
 A grid of independent jobs (the `adaptive` attacker on identity-released data, one
-job per seed) runs twice through `bench.runner.execute`: with `Env(jobs=1)` and
-with `Env(jobs=2)`, each into a fresh results directory. The shared artifacts
-(dataset decode, designated models, released splits) are built once beforehand in
-a fresh BENCH_CACHE and the worker processes are started before the clock runs,
-so both timings cover the same attack jobs and nothing else. The runner sets the
-torch threads of each worker (cores / jobs) unless OMP_NUM_THREADS is set.
+job per seed) runs through `bench.runner.execute` three times, each into a fresh
+results directory:
+  - 1 worker with 1 torch thread, and `--workers` workers with cores / workers threads
+    each: the speed-up of adding workers at a fixed share of the machine per worker
+    (the runner's own setting, so the cores are never oversubscribed);
+  - 1 worker with every core as torch threads (`--jobs 1`, what a user gets without
+    asking for workers): how much the workers gain over intra-op threading alone.
+The shared artifacts (dataset decode, designated models, released splits) are built
+once beforehand in a fresh BENCH_CACHE, and a warm-up round runs the same jobs once
+through the worker pool before any clock runs: every worker has then imported the
+harness and loaded the data, and loky, which restarts a worker whose memory grows by
+more than 300 MB after its first call, has settled (a bare import as the first call
+made it restart every worker after its first real job, timing start-ups, not jobs).
 
 The run uses a benchmark-only preset (a subset of `--max-images` images, a short
 TrainConfig); `preset_everywhere` registers it in this process and in every loky
@@ -24,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from joblib import Parallel, delayed, parallel_config
+from joblib import parallel_config
 
 import bench.presets
 from bench.presets import Preset
@@ -63,16 +70,21 @@ def preset_everywhere(preset: Preset, setups: tuple = ()):
         bench.presets.PRESETS.pop(preset.name, None)
 
 
-def _import_harness() -> int:
-    import bench.runner  # noqa: F401  (the import is the point: a worker's first job should not pay it)
-    return os.getpid()
-
-
-def start_workers(n: int) -> float:
-    """Start the loky pool of `n` workers (reused by the runner's Parallel) and return the seconds it took."""
-    start = time.perf_counter()
-    Parallel(n_jobs=n)(delayed(_import_harness)() for _ in range(4 * n))
-    return time.perf_counter() - start
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch threads in this process, as the runner would leave them otherwise."""
+    previous, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    # The runner sets cores // jobs threads unless OMP_NUM_THREADS is set: setting it pins the count.
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
 
 
 def header(device: str) -> str:
@@ -122,23 +134,32 @@ def main() -> None:
                 for split in ("attacker", "val", "test"):
                     stage.released(defense, split)
             shared = time.perf_counter() - start
-            spawn = start_workers(args.workers)
+            cores = os.cpu_count() or 1
 
-            walls = {}
-            for jobs in (1, args.workers):
-                out = Path(results) / f"jobs{jobs}"  # a fresh directory: nothing may be skipped as already done
+            def timed(jobs: int, name: str) -> float:
+                out = Path(results) / name  # a fresh directory: nothing may be skipped as already done
                 start = time.perf_counter()
                 summary = execute(specs, Env(results_dir=out, data_dir=data_dir, device=args.device, jobs=jobs))
-                walls[jobs] = time.perf_counter() - start
                 if summary.failed or summary.ok != len(specs):
-                    raise SystemExit(f"jobs={jobs}: {summary.text()}")
+                    raise SystemExit(f"{name}: {summary.text()}")
+                return time.perf_counter() - start
 
+            warm_up = timed(args.workers, "warm-up")
+            with torch_threads(1):
+                one = timed(1, "1-worker-1-thread")
+            many = timed(args.workers, "workers")
+            with torch_threads(cores):
+                threaded = timed(1, "1-worker-all-threads")
+
+    per_worker = max(1, cores // args.workers)
     print(f"shared artifacts:   {shared:8.2f} s (built once, not timed below)")
-    print(f"worker start-up:    {spawn:8.2f} s ({args.workers} loky workers, not timed below)")
-    print(f"1 worker:           {walls[1]:8.2f} s ({len(specs)} attack jobs)")
-    print(f"{args.workers} workers:          {walls[args.workers]:8.2f} s ({len(specs)} attack jobs)")
-    print(f"speed-up:           {walls[1] / walls[args.workers]:8.2f} x")
-
+    print(f"warm-up round:      {warm_up:8.2f} s ({args.workers} workers start, import, load; not timed below)")
+    print(f"1 worker:           {one:8.2f} s ({len(specs)} attack jobs, 1 torch thread)")
+    print(f"{args.workers} workers:          {many:8.2f} s ({len(specs)} attack jobs, {per_worker} torch "
+          f"thread{'s' if per_worker > 1 else ''} each)")
+    print(f"{f'1 worker, {cores} threads:':<20}{threaded:8.2f} s ({len(specs)} attack jobs, --jobs 1 on all cores)")
+    print(f"speed-up:           {one / many:8.2f} x ({args.workers} workers vs 1 worker)")
+    print(f"vs threads alone:   {threaded / many:8.2f} x ({args.workers} workers vs 1 worker on {cores} threads)")
 
 if __name__ == "__main__":
     main()
