@@ -13,7 +13,12 @@ the designated model is f itself, unchanged. No training: all the cost is the
 per-image optimisation at release, batched on the device.
 
 Defaults: eps = 16/255, alpha = 4/255, steps = 100 are the paper's (16, 4 and
-100 on its 0-255 pixel scale). `lam` = 0.1 is ours, to be tuned on val.
+100 on its 0-255 pixel scale). The paper fixes no weight for the CE term; `lam` = 0.01
+is ours, chosen on Fashion-MNIST val (seeds 0 and 1, 300 images a split) as the
+smallest value keeping the designated model's agreement with its clean predictions
+>= 0.98 (0.003: 0.97; 0.01: 1.00): a larger lam lets the CE term dominate, and the
+release becomes easier for unauthorized models, not harder (lam 1: transfer 0.917 vs
+0.91 with no defense). The default layer (the last conv block) beat earlier ones there.
 `label_source="gt"` is the paper (true labels); "pred" uses the designated
 model's own prediction on the clean image, so release needs no labels.
 `layer=""` picks the last convolutional block before the model pools its
@@ -40,7 +45,7 @@ class FMD(Defense):
     releases = "image"
     costly_release = True
 
-    def __init__(self, eps: float = 16 / 255, alpha: float = 4 / 255, steps: int = 100, lam: float = 0.1,
+    def __init__(self, eps: float = 16 / 255, alpha: float = 4 / 255, steps: int = 100, lam: float = 0.01,
                  layer: str = "", label_source: str = "pred"):
         self.eps = eps
         self.alpha = alpha
