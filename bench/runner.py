@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import subprocess
 import threading
@@ -212,7 +213,32 @@ def _worker_setup(env: Env) -> tuple[torch.device, Artifacts]:
     # threads that outnumber the cores wait on each other and run many times slower.
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, env.jobs)))
-    return resolve_device(env.device), Artifacts()
+    return worker_device(env.device), Artifacts()
+
+
+def worker_device(requested: str) -> torch.device:
+    """This worker's device: on a machine with several GPUs, each Dask worker takes its own.
+
+    A Dask worker whose name ends in an integer (LocalCluster names them 0, 1, ...;
+    `dask worker --name gpu-3`) gets GPU `n % device_count`. A worker that sees one
+    GPU (CUDA_VISIBLE_DEVICES, as dask-cuda sets it per worker), loky workers and the
+    main process keep what `resolve_device` gives (the default GPU).
+    """
+    device = resolve_device(requested)
+    if device.type != "cuda" or torch.cuda.device_count() < 2:
+        return device
+    slot = _dask_worker_slot()
+    return device if slot is None else torch.device("cuda", slot % torch.cuda.device_count())
+
+
+def _dask_worker_slot() -> int | None:
+    try:
+        from distributed import get_worker
+        name = str(get_worker().name)
+    except (ImportError, ValueError):  # Dask not installed, or this is not a Dask worker
+        return None
+    digits = re.search(r"(\d+)$", name)
+    return int(digits.group(1)) if digits else None
 
 
 def _prepare(spec: RunSpec, env: Env) -> tuple[str, str] | None:

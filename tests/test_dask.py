@@ -87,3 +87,21 @@ def test_scheduler_address_gets_every_job_and_artifacts_are_built_once(cli, tmp_
         assert out.returncode == 0, out.stdout + out.stderr
         assert "1 ok" in out.stdout
         assert sum(client.run(_datasets_loaded).values()) >= 1
+
+
+def test_each_dask_worker_takes_its_own_gpu(monkeypatch):
+    """Simulated 4-GPU machine: the worker named 5 gets cuda:1, `gpu-2` cuda:2; elsewhere the default GPU."""
+    import distributed
+    import torch
+
+    from bench.runner import worker_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert worker_device("cuda") == torch.device("cuda")   # not inside a Dask worker
+    assert worker_device("cpu") == torch.device("cpu")
+    for name, expected in ((5, "cuda:1"), ("gpu-2", "cuda:2"), ("tcp://10.0.0.1:4000x", "cuda")):
+        monkeypatch.setattr(distributed, "get_worker", lambda name=name: type("W", (), {"name": name})())
+        assert worker_device("auto") == torch.device(expected), name
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # dask-cuda: one visible GPU per worker
+    assert worker_device("cuda") == torch.device("cuda")
