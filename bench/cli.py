@@ -263,7 +263,7 @@ def _values_line(label: str, values: dict) -> str:
 
 def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -> None:
     import pandas as pd
-    from bench.results import config_label, write_leaderboards
+    from bench.results import config_label, setting_label, write_leaderboards
 
     tables = write_leaderboards(results_dir)
     agg, worst = tables["agg"], tables["worst"]
@@ -278,7 +278,7 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -
     from bench.registry import ATTACKERS
 
     # Attackers are labelled with their non-default settings too: two settings are two rows, never merged.
-    view = view.assign(config=[config_label(d, p) + _setting(e, m)
+    view = view.assign(config=[config_label(d, p) + setting_label(e, m)
                                for d, p, e, m in zip(view.defense, view.defense_params, view.eval_split, view.max_release)],
                        attacker=[config_label(a, p, ATTACKERS) for a, p in zip(view.attacker, view.attacker_params)])
     index = ["dataset", "config", "attacker", "attack_task"]
@@ -303,11 +303,6 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -
         print("\nworst case per defense (calibrated attackers only):")
         print(worst.to_string(index=False))
     print(f"\nwritten: {results_dir}/leaderboard.csv, leaderboard_agg.csv, leaderboard_worst.csv")
-
-
-def _setting(eval_split: str, max_release: int) -> str:
-    """What else sets a row apart: tuning runs scored on val, and capped releases."""
-    return (" [val]" if eval_split != "test" else "") + (f" [{int(max_release)} released]" if max_release else "")
 
 
 def cmd_leaderboard(args) -> int:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.registry import ATTACKERS  # noqa: E402
-from bench.results import CONFIG, config_label, load_runs, write_leaderboards  # noqa: E402
+from bench.results import CONFIG, config_label, load_runs, setting_label, write_leaderboards  # noqa: E402
 
 # (metric, attacker or None for the designated model, panel title) of a sweep figure.
 SWEEP_PANELS = (
@@ -63,7 +63,7 @@ def _tradeoff(worst, path: Path) -> Path | None:
     for ax, ds in zip(axes[0], datasets):
         d = worst[worst.dataset == ds]
         for i, row in enumerate(d.itertuples()):
-            label = config_label(row.defense, row.defense_params)
+            label = config_label(row.defense, row.defense_params) + setting_label(row.eval_split, row.max_release)
             leak = row.worst_leakage if np.isfinite(row.worst_leakage) else np.nan
             yerr = None
             if np.isfinite(leak):
@@ -90,7 +90,8 @@ def _attackers(agg, path: Path) -> Path | None:
         d = d[~((d.metric == "ssim") & (d.attacker != "inversion"))]
     if d.empty:
         return None
-    d["config"] = [config_label(a, b) for a, b in zip(d.defense, d.defense_params)]
+    d["config"] = [config_label(a, b) + setting_label(e, m)
+                   for a, b, e, m in zip(d.defense, d.defense_params, d.eval_split, d.max_release)]
     d["who"] = _attacker_labels(d)
     datasets = sorted(d.dataset.unique())
     sns.set_theme(style="whitegrid")
@@ -135,17 +136,23 @@ def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
         sample = results_dir / "samples" / f"{r['run_id']}.npz"
         if r["status"] != "ok" or s["attacker"] != "inversion" or not sample.exists():
             continue
-        label = config_label(s["defense"], json.dumps(s["defense_params"], sort_keys=True))
-        chosen.setdefault(s["dataset"], {}).setdefault((_config_order(s["defense"], s["defense_params"]), label),
-                                                       sample)
+        setting = setting_label(s.get("eval_split", "test"), s.get("max_release"))
+        label = config_label(s["defense"], json.dumps(s["defense_params"], sort_keys=True)) + setting
+        # Grouped by setting first: configurations scored on the same test images share one originals row.
+        key = (setting, _config_order(s["defense"], s["defense_params"]), label)
+        chosen.setdefault(s["dataset"], {}).setdefault(key, sample)
     paths = []
     for ds, configs in sorted(chosen.items()):
-        rows = []
-        for (_, label), sample in sorted(configs.items()):
+        rows, shown = [], None
+        for (setting, _, label), sample in sorted(configs.items()):
             with np.load(sample, allow_pickle=False) as z:
-                for kind in ("original", "released", "inverted"):
-                    if kind in z.files and not (kind == "original" and rows):
-                        rows.append((f"{kind}" + ("" if kind == "original" else f"\n{label}"), z[kind]))
+                # A capped release scores another subset of test: its originals get their own row.
+                if shown is None or not np.array_equal(z["original"], shown):
+                    shown = z["original"]
+                    rows.append((f"original{setting}", shown))
+                for kind in ("released", "inverted"):
+                    if kind in z.files:
+                        rows.append((f"{kind}\n{label}", z[kind]))
         n = max(len(a) for _, a in rows)
         fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n + 1.5, 1.3 * len(rows)), squeeze=False)
         for i, (title, arr) in enumerate(rows):

@@ -41,6 +41,11 @@ def config_label(name: str, params_json: str, registry=None) -> str:
     return name + ("(" + ", ".join(f"{k}={_short(v)}" for k, v in sorted(changed.items())) + ")" if changed else "")
 
 
+def setting_label(eval_split: str, max_release) -> str:
+    """What else sets a configuration apart in a table or plot: tuning runs scored on val, capped releases."""
+    return (" [val]" if eval_split != "test" else "") + (f" [{int(max_release)} released]" if max_release else "")
+
+
 def _short(v) -> str:
     return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 

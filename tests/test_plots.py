@@ -14,11 +14,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ATTACKS = {"adaptive": "class", "attribute": "parity", "inversion": "class"}
 
 
-def _record(defense: str, params: dict, attacker: str, seed: int, strength: float) -> dict:
+def _record(defense: str, params: dict, attacker: str, seed: int, strength: float,
+            max_release: int | None = None) -> dict:
     """An `ok` run record; `strength` in [0, 1] scales how much the defense costs utility and attacks."""
     spec = RunSpec(defense=defense, attacker=attacker, dataset="synthetic", target_task="class",
                    attack_task=ATTACKS[attacker], target_arch="cnn", seed=seed, preset="smoke",
-                   defense_params=params, attacker_params={})
+                   defense_params=params, attacker_params={}, max_release=max_release)
     noise = 0.01 * seed
     metrics = {"clean_acc": 0.95, "utility_acc": 0.95 - 0.2 * strength + noise, "agreement": 0.9 - 0.2 * strength,
                "fit_s": 1.0, "release_ms_per_image": 0.1, "released_bytes_per_image": 1024.0, "attack_fit_s": 1.0}
@@ -32,7 +33,7 @@ def _record(defense: str, params: dict, attacker: str, seed: int, strength: floa
             "flags": {"weak_attacker": False}, "knowledge": "gray-box", "device": "cpu", "preset": "smoke"}
 
 
-def _results(tmp_path, arl_configs: list[dict], samples: bool = False):
+def _results(tmp_path, arl_configs: list[dict], samples: bool = False, max_release: int | None = None):
     """identity plus each ARL configuration, every attacker, two seeds."""
     res = tmp_path / "results"
     defaults = DEFENSES.hparams("arl")
@@ -40,10 +41,11 @@ def _results(tmp_path, arl_configs: list[dict], samples: bool = False):
     for defense, params, strength in configs:
         for attacker in ATTACKS:
             for seed in (0, 1):
-                record = _record(defense, params, attacker, seed, strength)
+                record = _record(defense, params, attacker, seed, strength, max_release)
                 write_run(res, record)
                 if samples and attacker == "inversion":
-                    x = torch.rand(4, 1, 16, 16)
+                    # A capped release is scored on another subset of test: other originals.
+                    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(max_release or 0))
                     save_samples(res / "samples" / f"{record['run_id']}.npz",
                                  {"original": x, "inverted": (x * (1 - strength)), "released": torch.rand(4, 64, 4, 4)})
     return res
@@ -84,3 +86,15 @@ def test_grid_has_rows_for_each_configuration_of_one_defense(tmp_path):
     _, height_one = _png_size(one / "plots" / "grid-synthetic.png")
     _, height_three = _png_size(three / "plots" / "grid-synthetic.png")
     assert height_three > height_one * 1.4   # two more inverted rows (feature maps have no image row)
+
+
+def test_capped_and_uncapped_runs_of_one_configuration_are_told_apart(tmp_path):
+    """A capped identity twin next to the uncapped identity runs: two bars, two legend entries, own originals."""
+    res = _results(tmp_path, [{"lam": 1.0}], samples=True)
+    write_plots(res)
+    _, height_uncapped = _png_size(res / "plots" / "grid-synthetic.png")
+    _results(tmp_path, [], samples=True, max_release=2)   # identity capped at 2 released images, same directory
+    written = {p.name: p for p in write_plots(res)}
+    assert {"tradeoff.png", "attackers.png", "grid-synthetic.png"} <= set(written)
+    _, height_both = _png_size(written["grid-synthetic.png"])
+    assert height_both > height_uncapped * 1.3   # a second originals row, then the capped identity's inversions
