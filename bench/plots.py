@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.registry import ATTACKERS  # noqa: E402
-from bench.results import CONFIG, config_label, load_runs, setting_label, write_leaderboards  # noqa: E402
+from bench.results import CONFIG, aggregate, config_label, load_runs, setting_label, write_leaderboards  # noqa: E402
 
 # (metric, attacker or None for the designated model, panel title) of a sweep figure.
 SWEEP_PANELS = (
@@ -47,7 +47,7 @@ def write_plots(results_dir: Path) -> list[Path]:
     if not tables["agg"].empty:
         written += [_tradeoff(tables["worst"], out_dir / "tradeoff.png"),
                     _attackers(tables["agg"], out_dir / "attackers.png")]
-        written += _sweeps(tables["agg"], out_dir)
+        written += _sweeps(tables["long"], tables["agg"], out_dir)
     written += _grids(results_dir, out_dir)
     plt.close("all")
     return [p for p in written if p is not None]
@@ -212,15 +212,28 @@ def _varying(dicts: list[dict]) -> list[str]:
     return sorted(k for k in set().union(*dicts) if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1)
 
 
-def _sweeps(agg, out_dir: Path) -> list[Path]:
+def _sweeps(long, agg, out_dir: Path) -> list[Path]:
     cols = ["dataset", "defense", "defense_params", *SWEEP_CONTEXT]
     configs = agg[agg.defense != "identity"][cols].drop_duplicates()
     paths = []
     for (ds, defense), group in configs.groupby(["dataset", "defense"], sort=True):
         for param, lines in _sweep_lines(group).items():
-            paths.append(_sweep_figure(agg[agg.dataset == ds], ds, defense, param, lines,
+            seeds, line_agg = _on_common_seeds(long[long.dataset == ds], defense, lines)
+            paths.append(_sweep_figure(line_agg, ds, defense, param, lines, seeds,
                                        out_dir / f"sweep-{ds}-{defense}-{param}.png"))
     return [p for p in paths if p is not None]
+
+
+def _on_common_seeds(long, defense: str, lines: list[dict]) -> tuple[list[int], "object"]:
+    """The seeds every point of the sweep has, and the aggregate over those seeds only.
+
+    A point run on three seeds next to points run on one would otherwise compare a
+    mean with single values: the line would show the seeds' spread, not the sweep.
+    """
+    per_point = [set(long[(long.defense == defense) & (long.defense_params == params)].seed)
+                 for line in lines for params in line["points"].values()]
+    seeds = sorted(set.intersection(*per_point)) if per_point else []
+    return seeds, aggregate(long[long.seed.isin(seeds)])
 
 
 def _sweep_series(agg, line: dict, metric: str, attacker: str | None) -> list[tuple[dict, "object"]]:
@@ -253,7 +266,7 @@ def _reference(agg, line: dict, key: dict, metric: str, attacker: str | None) ->
 def _sweep_scale(ax, values: list[float]) -> None:
     values = sorted(values)
     positive = [v for v in values if v > 0]
-    if values[0] > 0 and values[-1] / values[0] > 10:
+    if values[0] > 0 and values[-1] / values[0] >= 4:  # e.g. eps = 4, 8, 16, 32 (/255): evenly spaced in log
         ax.set_xscale("log")
     elif values[0] == 0 and len(positive) >= 2 and positive[-1] / positive[0] > 10:
         # A sweep that starts at 0 (no defense term) and then spans decades, e.g. lam = 0, 0.01, 0.1, 1:
@@ -261,11 +274,12 @@ def _sweep_scale(ax, values: list[float]) -> None:
         ax.set_xscale("symlog", linthresh=positive[0])
         # Autoscaling would mirror the log part into empty negative decades.
         ax.set_xlim(-0.3 * positive[0], positive[-1] * 1.5)
-    ax.set_xticks(values, [f"{v:g}" for v in values], rotation=30 if len(values) > 5 else 0)
+    ax.set_xticks(values, [f"{v:.3g}" for v in values], rotation=30 if len(values) > 5 else 0)
     ax.minorticks_off()
 
 
-def _sweep_figure(agg, ds: str, defense: str, param: str, lines: list[dict], path: Path) -> Path | None:
+def _sweep_figure(agg, ds: str, defense: str, param: str, lines: list[dict], seeds: list[int],
+                  path: Path) -> Path | None:
     panels = []
     for metric, attacker, title in SWEEP_PANELS:
         series = [(line, key, rows) for line in lines for key, rows in _sweep_series(agg, line, metric, attacker)]
@@ -303,7 +317,8 @@ def _sweep_figure(agg, ds: str, defense: str, param: str, lines: list[dict], pat
         ax.set_xlabel(f"{defense}.{param}")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{ds}: {defense} over {param} (mean over seeds, 95 % CI)", fontsize=11)
+    on = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {', '.join(map(str, seeds))}, 95 % CI"
+    fig.suptitle(f"{ds}: {defense} over {param} ({on}: the seeds every point has)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path

@@ -7,7 +7,8 @@ import torch
 from bench.pipeline import save_samples
 from bench.plots import write_plots
 from bench.registry import DEFENSES
-from bench.results import write_run
+from bench.plots import SWEEP_CONTEXT
+from bench.results import load_runs, write_run
 from bench.runspec import RunSpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -98,3 +99,19 @@ def test_capped_and_uncapped_runs_of_one_configuration_are_told_apart(tmp_path):
     assert {"tradeoff.png", "attackers.png", "grid-synthetic.png"} <= set(written)
     _, height_both = _png_size(written["grid-synthetic.png"])
     assert height_both > height_uncapped * 1.3   # a second originals row, then the capped identity's inversions
+
+
+def test_a_sweep_compares_its_points_on_the_seeds_they_all_have(tmp_path):
+    """lam=1 has seeds 0 and 1, lam=0 only seed 0: the sweep shows seed 0 for both, not a mean next to one seed."""
+    from bench.plots import _on_common_seeds, _sweep_lines
+    from bench.results import aggregate, long_table
+
+    res = _results(tmp_path, [{"lam": 1.0}])
+    record = _record("arl", {**DEFENSES.hparams("arl"), "lam": 0.0}, "adaptive", 0, 0.0)
+    write_run(res, record)
+    long = long_table(load_runs(res))
+    configs = aggregate(long).query("defense == 'arl'")[["defense_params", *SWEEP_CONTEXT]].drop_duplicates()
+    lines = _sweep_lines(configs)["lam"]
+    seeds, agg = _on_common_seeds(long, "arl", lines)
+    assert seeds == [0]
+    assert set(agg.n) == {1} and set(aggregate(long).n) == {1, 2}
