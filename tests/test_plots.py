@@ -5,9 +5,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from bench.pipeline import save_samples
-from bench.plots import write_plots
+from bench.plots import SWEEP_CONTEXT, write_plots
 from bench.registry import DEFENSES
-from bench.plots import SWEEP_CONTEXT
 from bench.results import load_runs, write_run
 from bench.runspec import RunSpec
 
