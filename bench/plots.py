@@ -299,7 +299,8 @@ def _sweep_figure(agg, ds: str, defense: str, param: str, lines: list[dict], see
         for i, (line, key, rows) in enumerate(series):
             color = palette[i % 10]
             described = {**line["others"], **line["context"], **key}
-            label = ", ".join(f"{k}={described[k]}" for k in line_varying + attacker_varying) or "mean over seeds"
+            label = (", ".join(f"{k}={described[k]}" for k in line_varying + attacker_varying)
+                     or ("mean over seeds" if len(seeds) > 1 else "measured"))
             mean = rows["mean"].to_numpy()
             yerr = np.vstack([np.maximum(mean - rows["ci95_low"].to_numpy(), 0),
                               np.maximum(rows["ci95_high"].to_numpy() - mean, 0)])
