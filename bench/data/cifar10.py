@@ -68,7 +68,10 @@ class CIFAR10(DatasetLoader):
                        "full": {"epochs": 60, "augment": True, "patience": 8}}
     # VFC's encoder must classify CIFAR-10 itself (the latent is a 16-dimensional bottleneck after
     # masking), so it needs the designated CNN's depth and schedule: chosen on val (README, issue notes).
-    plugin_overrides = {"default": {"vfc": {"encoder": "cnn", "latent_dim": 64, "beta": 0.01, "epochs": 12}}}
+    # FMD's lam 0.01 (Fashion-MNIST's) keeps only 0.80 agreement here; on CIFAR-10 val (seed 0, 300
+    # images) 0.03 is the smallest keeping >= 0.98 (0.993; transfer cnn 0.46 vs 0.83 with no defense).
+    plugin_overrides = {"default": {"vfc": {"encoder": "cnn", "latent_dim": 64, "beta": 0.01, "epochs": 12},
+                                    "fmd": {"lam": 0.03}}}
 
     def __init__(self, download: bool = True):
         self.download = download
