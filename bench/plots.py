@@ -230,8 +230,13 @@ def _on_common_seeds(long, defense: str, lines: list[dict]) -> tuple[list[int], 
     A point run on three seeds next to points run on one would otherwise compare a
     mean with single values: the line would show the seeds' spread, not the sweep.
     """
-    per_point = [set(long[(long.defense == defense) & (long.defense_params == params)].seed)
-                 for line in lines for params in line["points"].values()]
+    def seeds_of(line: dict, params: str) -> set:
+        rows = long[(long.defense == defense) & (long.defense_params == params)]
+        for column, value in line["context"].items():  # e.g. the same config also run on val or capped
+            rows = rows[rows[column] == value]
+        return set(rows.seed)
+
+    per_point = [seeds_of(line, params) for line in lines for params in line["points"].values()]
     seeds = sorted(set.intersection(*per_point)) if per_point else []
     return seeds, aggregate(long[long.seed.isin(seeds)])
 

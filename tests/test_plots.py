@@ -106,8 +106,9 @@ def test_a_sweep_compares_its_points_on_the_seeds_they_all_have(tmp_path):
     from bench.results import aggregate, long_table
 
     res = _results(tmp_path, [{"lam": 1.0}])
-    record = _record("arl", {**DEFENSES.hparams("arl"), "lam": 0.0}, "adaptive", 0, 0.0)
-    write_run(res, record)
+    lam0 = {**DEFENSES.hparams("arl"), "lam": 0.0}
+    write_run(res, _record("arl", lam0, "adaptive", 0, 0.0))
+    write_run(res, _record("arl", lam0, "adaptive", 1, 0.0, max_release=2))  # seed 1, but another setting
     long = long_table(load_runs(res))
     configs = aggregate(long).query("defense == 'arl'")[["defense_params", *SWEEP_CONTEXT]].drop_duplicates()
     lines = _sweep_lines(configs)["lam"]
