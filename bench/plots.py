@@ -238,7 +238,8 @@ def _on_common_seeds(long, defense: str, lines: list[dict]) -> tuple[list[int], 
 
     per_point = [seeds_of(line, params) for line in lines for params in line["points"].values()]
     seeds = sorted(set.intersection(*per_point)) if per_point else []
-    return seeds, aggregate(long[long.seed.isin(seeds)])
+    # Only this defense and its identity references are drawn: aggregate nothing else.
+    return seeds, aggregate(long[long.seed.isin(seeds) & long.defense.isin([defense, "identity"])])
 
 
 def _sweep_series(agg, line: dict, metric: str, attacker: str | None) -> list[tuple[dict, "object"]]:
