@@ -9,6 +9,7 @@ class Transfer(Attacker):
     name = "transfer"
     description = "clean classifiers of several architectures (incl. the designated one's) applied to released data"
     knowledge = "black-box"
+    trains_on_release = False
 
     def __init__(self, archs: tuple = ("cnn", "resnet", "mobilenet")):
         self.archs = archs

@@ -26,6 +26,12 @@ from bench.storage import atomic_write_bytes
 from bench.training import TrainConfig, as_float, fit_classifier, predict
 
 N_SAMPLES = 8  # test images kept per inversion run for the image grid
+RELEASED_SPLITS = ("attacker", "val", "test")
+
+
+def released_splits(attacker: str) -> tuple[str, ...]:
+    """The splits a run releases: all three, or only `test` for an attacker that never trains on releases."""
+    return RELEASED_SPLITS if ATTACKERS.get(attacker).trains_on_release else ("test",)
 
 
 @lru_cache(maxsize=4)
@@ -176,8 +182,8 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
     stage = Stage.open(spec, data_dir, device, artifacts)
     t_task, a_task = spec.target_task, spec.attack_task
     defense, fit_s = stage.defense()
-    released = {s: stage.released(defense, s) for s in ("attacker", "val", "test")}
-    r_train, r_val, r_test = (released[s][0] for s in ("attacker", "val", "test"))
+    released = {s: stage.released(defense, s) for s in released_splits(spec.attacker)}
+    r_train, r_val, r_test = (released[s][0] if s in released else None for s in RELEASED_SPLITS)
 
     x_test, y_test = stage.images("test"), stage.labels("test", t_task)
     clean_logits = predict(defense.target_, x_test, device=device)

@@ -55,7 +55,7 @@ class AttackContext:
     num_classes: int
     image_shape: tuple[int, int, int]
     released_shape: tuple[int, ...]
-    released_val: torch.Tensor
+    released_val: torch.Tensor | None     # None for attackers that do not train on released data
     val_targets: torch.Tensor             # labels, or clean images for inversion
     target_arch: str
     device: torch.device
@@ -169,8 +169,11 @@ class Attacker(Plugin):
     knowledge: ClassVar[str] = "gray-box"   # "black-box" | "gray-box" | "white-box"
     predicts: ClassVar[str] = "labels"       # "labels" (logits) or "images" (inversion)
     uses_private_task: ClassVar[bool] = False
+    # False for attackers that learn nothing from released data (off-the-shelf models): the runner
+    # then releases only the split they are scored on, which saves two thirds of a costly release.
+    trains_on_release: ClassVar[bool] = True
 
-    def fit(self, released_train: torch.Tensor, targets: torch.Tensor, *, context: AttackContext,
+    def fit(self, released_train: torch.Tensor | None, targets: torch.Tensor, *, context: AttackContext,
             seed: int) -> "Attacker":
         self.device_ = context.device
         torch.manual_seed(seed)  # the initial weights of whatever `_fit` builds

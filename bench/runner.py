@@ -46,7 +46,7 @@ from joblib.parallel import BACKENDS, get_active_backend
 from bench import metrics as M
 from bench.artifacts import Artifacts
 from bench.errors import BenchError, NotApplicable
-from bench.pipeline import Stage, run_attack, save_samples
+from bench.pipeline import RELEASED_SPLITS, Stage, released_splits, run_attack, save_samples
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
 from bench.results import load_runs, read_run, write_run
 from bench.runspec import RunSpec
@@ -130,10 +130,14 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
             todo.append(s)
     if not todo:
         return summary
-    stages = {}
+    stages, splits = {}, {}
     for s in todo:
-        stages.setdefault(digest_json(s.defense_key()), s)
-    errors = dict(zip(stages, list(_parallel(env, [delayed(_prepare)(s, env) for s in stages.values()]))))
+        key = digest_json(s.defense_key())
+        stages.setdefault(key, s)
+        splits.setdefault(key, set()).update(released_splits(s.attacker))
+    prepared = [delayed(_prepare)(s, env, tuple(x for x in RELEASED_SPLITS if x in splits[k]))
+                for k, s in stages.items()]
+    errors = dict(zip(stages, list(_parallel(env, prepared))))
     for group in ([s for s in todo if s.defense == "identity"], [s for s in todo if s.defense != "identity"]):
         jobs = [delayed(_run_one)(s, env, errors[digest_json(s.defense_key())]) for s in group]
         for status, label, reason in _parallel(env, jobs, ordered=False):
@@ -241,8 +245,8 @@ def _dask_worker_slot() -> int | None:
     return int(digits.group(1)) if digits else None
 
 
-def _prepare(spec: RunSpec, env: Env) -> tuple[str, str] | None:
-    """Build the designated model, fitted defense and released splits that runs share.
+def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS) -> tuple[str, str] | None:
+    """Build the designated model, fitted defense and the released `splits` that runs share.
 
     Returns None, or (reason, traceback) when a step failed: every run that
     needed it is then recorded as failed with that reason, not retried per run.
@@ -252,7 +256,7 @@ def _prepare(spec: RunSpec, env: Env) -> tuple[str, str] | None:
         with _time_limit(env.timeout):
             stage = Stage.open(spec, env.data_dir, device, artifacts)
             defense, _ = stage.defense()
-            for split in ("attacker", "val", "test"):
+            for split in splits:
                 stage.released(defense, split)
     except TimedOut as e:
         return str(e), traceback.format_exc()

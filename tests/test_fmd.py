@@ -193,3 +193,25 @@ def test_pipeline_releases_with_the_designated_labels():
     x = stage.images("test")
     assert released.shape == x.shape and ms > 0
     assert (released - x).abs().max() <= 16 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("attackers, expected", [("transfer", {"test"}), ("transfer,adaptive", {"attacker", "val", "test"})])
+def test_a_sweep_releases_only_the_splits_its_attackers_use(tmp_path, monkeypatch, attackers, expected):
+    # Off-the-shelf models never see released training data: an FMD sweep with `transfer` alone
+    # (the paper's setting, and the tuning runs) must not pay for releasing the attacker and val splits.
+    from bench.protocol import Defense
+    from bench.runner import Env, execute
+
+    released, original = [], Defense.release
+
+    def counted(self, x, y=None, desc=None):
+        released.append((self.name, desc))
+        return original(self, x, y, desc=desc)
+
+    monkeypatch.setattr(Defense, "release", counted)
+    args = build_parser().parse_args(["run", "--defense", "fmd", "--set", "fmd.steps=2", "--attacker", attackers,
+                                      "--dataset", "synthetic", "--preset", "smoke", "--seeds", "0"])
+    summary = execute(plan_specs(args), Env(results_dir=tmp_path, jobs=1))
+    assert not summary.failed
+    assert {desc.split()[-1] for name, desc in released if name == "fmd"} == expected
+    assert {desc.split()[-1] for name, desc in released if name == "identity"} == expected
