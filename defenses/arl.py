@@ -69,6 +69,9 @@ from bench.protocol import Defense
 from bench.training import accuracy_score, train
 
 RECS = ("pixel", "perceptual")
+# What E and C learn on: the half of `owner` the decoder never sees (the paper's private/public split),
+# or all of `owner`, the decoder still learning on its public half only.
+PRIVATE = ("half", "all")
 STAGES = 3          # stride-2 stages of the whole E + C network; E takes the first `depth`
 DECODER_DEPTH = 2   # residual blocks of the simulated adversary: the inversion attacker's default
 
@@ -118,7 +121,7 @@ class ARL(Defense):
     releases = "features"
 
     def __init__(self, lam: float = 1.0, rec: str = "pixel", depth: int = 2, width: int = 32, d_steps: int = 1,
-                 pretrain_epochs: int = 1, epochs: int = 0, lr: float = 2e-3):
+                 pretrain_epochs: int = 1, epochs: int = 0, lr: float = 2e-3, private: str = "half"):
         self.lam = lam
         self.rec = rec
         self.depth = depth
@@ -127,8 +130,11 @@ class ARL(Defense):
         self.pretrain_epochs = pretrain_epochs
         self.epochs = epochs
         self.lr = lr
+        self.private = private
 
     def _build(self, spec):
+        if self.private not in PRIVATE:
+            raise ValueError(f"arl.private={self.private!r}; valid choices: {', '.join(PRIVATE)}")
         if self.rec not in RECS:
             raise ValueError(f"arl.rec={self.rec!r}; valid choices: {', '.join(RECS)}")
         if not 1 <= self.depth <= STAGES:
@@ -152,7 +158,8 @@ class ARL(Defense):
                              f"got {len(data.x)}")
         order = torch.randperm(len(data.x), generator=torch.Generator().manual_seed(seed))
         half = len(order) // 2
-        x_private, y_private, x_public = data.x[order[half:]], data.y[order[half:]], data.x[order[:half]]
+        private = order[half:] if self.private == "half" else order
+        x_private, y_private, x_public = data.x[private], data.y[private], data.x[order[:half]]
         config = data.train.with_(lr=self.lr, epochs=self.epochs or None)
         public = _batches(x_public.to(device), config.batch_size, seed)
         d_opt = torch.optim.AdamW(net.decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)

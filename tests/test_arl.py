@@ -120,3 +120,39 @@ def test_bad_rec_names_the_valid_choices(world):
     fit, target, _, _ = world
     with pytest.raises(ValueError, match="pixel, perceptual"):
         ARL(rec="ssim").fit(fit, target, seed=0)
+
+
+@pytest.mark.parametrize("private", ["half", "all"])
+def test_the_decoder_learns_only_on_the_public_half(world, monkeypatch, private):
+    import defenses.arl as arl_module
+
+    fit, target, _, _ = world
+    cheap = FitData(fit.x[:64], fit.y[:64], fit.x_val[:32], fit.y_val[:32], fit.spec, CPU, CONFIG.with_(epochs=2))
+    utility_rows, decoder_rows = [], []
+    real_train, real_step = arl_module.train, ARL._decoder_step
+
+    def spy_train(net, loss_fn, x, y, **kwargs):
+        utility_rows.append(x)
+        return real_train(net, loss_fn, x, y, **kwargs)
+
+    def spy_step(self, model, xp, opt):
+        decoder_rows.append(xp)
+        return real_step(self, model, xp, opt)
+
+    monkeypatch.setattr(arl_module, "train", spy_train)
+    monkeypatch.setattr(ARL, "_decoder_step", spy_step)
+    ARL(private=private, width=WIDTH, pretrain_epochs=0).fit(cheap, target, seed=0)
+
+    def rows(tensors):
+        return {tuple(r.flatten().tolist()) for t in tensors for r in t}
+
+    seen_by_e, seen_by_d = rows(utility_rows), rows(decoder_rows)
+    assert len(seen_by_d) == 32                        # the public half, every pass over it
+    assert len(seen_by_e) == (32 if private == "half" else 64)
+    assert seen_by_e.isdisjoint(seen_by_d) == (private == "half")
+
+
+def test_bad_private_names_the_valid_choices(world):
+    fit, target, _, _ = world
+    with pytest.raises(ValueError, match="half, all"):
+        ARL(private="some").fit(fit, target, seed=0)
