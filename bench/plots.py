@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.registry import ATTACKERS  # noqa: E402
-from bench.results import CONFIG, aggregate, config_label, load_runs, setting_label, write_leaderboards  # noqa: E402
+from bench.results import CONFIG, aggregate, config_label, load_runs, recorded_params, setting_label, write_leaderboards  # noqa: E402
 
 # (metric, attacker or None for the designated model, panel title) of a sweep figure.
 SWEEP_PANELS = (
@@ -137,9 +137,10 @@ def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
         if r["status"] != "ok" or s["attacker"] != "inversion" or not sample.exists():
             continue
         setting = setting_label(s.get("eval_split", "test"), s.get("max_release"))
-        label = config_label(s["defense"], json.dumps(s["defense_params"], sort_keys=True)) + setting
+        params = recorded_params(s["defense"], s["defense_params"])
+        label = config_label(s["defense"], json.dumps(params, sort_keys=True)) + setting
         # Grouped by setting first: configurations scored on the same test images share one originals row.
-        key = (setting, _config_order(s["defense"], s["defense_params"]), label)
+        key = (setting, _config_order(s["defense"], params), label)
         chosen.setdefault(s["dataset"], {}).setdefault(key, sample)
     paths = []
     for ds, configs in sorted(chosen.items()):

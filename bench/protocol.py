@@ -71,6 +71,9 @@ class Plugin:
     name: ClassVar[str]
     description: ClassVar[str]
     batch_size: ClassVar[int] = 512
+    # Hyperparameters added after results were recorded, with the value those older records had
+    # implicitly (not necessarily today's default): `bench.results.recorded_params` fills them in.
+    legacy_defaults: ClassVar[dict] = {}
 
     def get_params(self) -> dict:
         sig = inspect.signature(type(self).__init__)

@@ -41,6 +41,17 @@ def config_label(name: str, params_json: str, registry=None) -> str:
     return name + ("(" + ", ".join(f"{k}={_short(v)}" for k, v in sorted(changed.items())) + ")" if changed else "")
 
 
+def recorded_params(name: str, params: dict, registry=None) -> dict:
+    """A run record's hyperparameters, with any added since it was written set to the value it ran with."""
+    from bench.registry import DEFENSES
+
+    try:
+        legacy = (registry or DEFENSES).get(name).legacy_defaults
+    except BenchError:  # a plugin no longer installed
+        legacy = {}
+    return {**legacy, **params}
+
+
 def setting_label(eval_split: str, max_release) -> str:
     """What else sets a configuration apart in a table or plot: tuning runs scored on val, capped releases."""
     return (" [val]" if eval_split != "test" else "") + (f" [{int(max_release)} released]" if max_release else "")
@@ -79,14 +90,18 @@ def load_runs(results_dir: Path) -> list[dict]:
 
 
 def long_table(runs: list[dict]) -> pd.DataFrame:
+    from bench.registry import ATTACKERS
+
     rows = []
     for r in runs:
         if r["status"] != "ok":
             continue
         s = r["spec"]
         base = {"run_id": r["run_id"], "defense": s["defense"],
-                "defense_params": json.dumps(s["defense_params"], sort_keys=True), "attacker": s["attacker"],
-                "attacker_params": json.dumps(s["attacker_params"], sort_keys=True),
+                "defense_params": json.dumps(recorded_params(s["defense"], s["defense_params"]), sort_keys=True),
+                "attacker": s["attacker"],
+                "attacker_params": json.dumps(recorded_params(s["attacker"], s["attacker_params"], ATTACKERS),
+                                              sort_keys=True),
                 "eval_split": s.get("eval_split", "test"), "max_release": int(s.get("max_release") or 0),
                 "knowledge": r.get("knowledge", ""), "dataset": s["dataset"], "target_task": s["target_task"],
                 "attack_task": s["attack_task"], "target_arch": s["target_arch"], "preset": s["preset"],

@@ -279,3 +279,18 @@ def test_attacker_settings_label_their_rows():
     assert config_label("transfer", json.dumps({"archs": ["cnn", "resnet", "mobilenet"]}), ATTACKERS) == "transfer"
     assert config_label("transfer", json.dumps({"archs": ["cnn"]}), ATTACKERS) == "transfer(archs=cnn)"
     assert config_label("vfc", json.dumps({"beta": 0.5})) == "vfc(beta=0.5)"
+
+
+def test_records_written_before_a_hyperparameter_existed_keep_the_value_they_ran_with():
+    # ARL's `private` arrived with default "all"; records without it learnt on the half.
+    from bench.results import config_label, long_table, recorded_params
+
+    old = {"lam": 1.0, "rec": "pixel"}
+    assert recorded_params("arl", old) == {"private": "half", "lam": 1.0, "rec": "pixel"}
+    assert recorded_params("arl", {**old, "private": "all"})["private"] == "all"
+    assert recorded_params("no-such-defense", old) == old
+    spec = {"defense": "arl", "defense_params": old, "attacker": "inversion", "attacker_params": {},
+            "dataset": "celeba", "target_task": "Smiling", "attack_task": "Smiling", "target_arch": "cnn",
+            "preset": "default", "seed": 0}
+    long = long_table([{"run_id": "x", "status": "ok", "spec": spec, "metrics": {"psnr": 20.0}}])
+    assert config_label("arl", long.defense_params[0]) == "arl(private=half)"
