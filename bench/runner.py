@@ -270,6 +270,9 @@ def _reason(e: BaseException) -> str:
 
 
 def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None) -> tuple[str, str, str | None]:
+    # Another sweep sharing this results dir may have finished the run since this one was planned.
+    if (done := read_run(env.results_dir, spec.run_id)) is not None and done["status"] in FINISHED:
+        return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
     record = {"run_id": spec.run_id, "spec": spec.to_dict(), "device": str(device),
               "versions": versions(), "git_commit": git_commit(), "preset": spec.preset}

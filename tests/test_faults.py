@@ -273,3 +273,18 @@ def test_nothing_is_ever_unpickled():
         if bad:
             found[name] = bad
     assert not found, f"torch.load needs weights_only=True, np.load allow_pickle=False, and no pickle: {found}"
+
+
+def test_a_run_another_sweep_finished_since_planning_is_not_run_again(tmp_path, monkeypatch):
+    # Two sweeps share a results dir; the todo list of one is made at its start.
+    import bench.runner as runner
+    from bench.cli import build_parser, plan_specs
+    from bench.results import write_run
+
+    spec = plan_specs(build_parser().parse_args([*SMOKE, "--attacker", "adaptive", "--seeds", "0"]))[0]
+    record = {"run_id": spec.run_id, "status": "ok", "spec": spec.to_dict(), "metrics": {"utility_acc": 0.5}}
+    write_run(tmp_path, record)
+    monkeypatch.setattr(runner, "run_attack", lambda *a, **k: pytest.fail("the finished run was run again"))
+    status, _, _ = runner._run_one(spec, runner.Env(results_dir=tmp_path))
+    assert status == "skipped"
+    assert json.loads((tmp_path / "runs" / f"{spec.run_id}.json").read_text()) == record
