@@ -59,8 +59,8 @@ Where we had to choose (the paper's full text was not available offline; points 
 - Default `lam` = 1, chosen on CelebA val (seed 0, `results/tuning/`). With `private=half`:
   utility (Smiling) 0.858 / 0.840 / 0.778 / 0.654 at lam 0 / 1 / 10 / 100, against 0.916
   for the designated CNN; a decoder trained afterwards on released features reaches
-  23.6 / 23.4 / 22.9 / 22.6 dB (28.8 dB on raw images). With `private=all` at lam 0:
-  utility 0.900 (0.983 x the designated CNN), 23.3 dB.
+  23.6 / 23.4 / 22.9 / 22.6 dB (28.8 dB on raw images). With `private=all`, at lam 0 / 1:
+  utility 0.900 / 0.880 (0.983 x / 0.961 x the designated CNN), 23.3 / 23.3 dB.
 """
 from __future__ import annotations
 
