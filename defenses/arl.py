@@ -7,9 +7,9 @@ What follows the paper:
 - The owner releases an encoder's feature map E(x) (`releases = "features"`), and the
   designated model is the utility head C trained jointly with E, not the frozen target.
 - A decoder D simulates the model-inversion adversary: it learns to minimise
-  L_rec(D(E(x)), x) on "public" data the encoder is never trained on, while E and C
-  minimise CE(C(E(x)), y) - lam * L_rec(D(E(x)), x) on "private" data. Here "public" is a
-  seeded half of the owner split, and D learns on nothing else. Updates alternate:
+  L_rec(D(E(x)), x) on "public" data, while E and C minimise
+  CE(C(E(x)), y) - lam * L_rec(D(E(x)), x) on "private" data. Here "public" is a seeded
+  half of the owner split, and D learns on nothing else. Updates alternate:
   `d_steps` decoder steps (on E's output, detached), then one E+C step. `lam` is the
   utility/privacy knob the paper sweeps.
 - What E and C learn on (`private`): `half`, the other half of `owner` (DESIGN's and the
