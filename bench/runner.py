@@ -124,7 +124,7 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
     summary = Summary()
     todo = []
     for s in identity + others:
-        if (r := read_run(env.results_dir, s.run_id)) is not None and r["status"] in FINISHED:
+        if _finished(env.results_dir, s.run_id):
             summary.add("skipped", s.label(), None)
         else:
             todo.append(s)
@@ -265,13 +265,19 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS)
     return None
 
 
+def _finished(results_dir: Path, run_id: str) -> bool:
+    """A record of this run exists and needs no rerun (a failed one is retried)."""
+    record = read_run(results_dir, run_id)
+    return record is not None and record["status"] in FINISHED
+
+
 def _reason(e: BaseException) -> str:
     return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0]
 
 
 def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None) -> tuple[str, str, str | None]:
     # Another sweep sharing this results dir may have finished the run since this one was planned.
-    if (done := read_run(env.results_dir, spec.run_id)) is not None and done["status"] in FINISHED:
+    if _finished(env.results_dir, spec.run_id):
         return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
     record = {"run_id": spec.run_id, "spec": spec.to_dict(), "device": str(device),
