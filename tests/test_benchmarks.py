@@ -47,3 +47,10 @@ def test_prints_a_finite_positive_ratio(name):
         share = re.search(r"= (\S+)% of peak$", result.stdout, re.MULTILINE)
         assert share and float(share.group(1)) > 0, result.stdout
 
+    if name == "end_to_end":
+        # Rerun on the warm cache: every designated model, fit and release comes from the cache.
+        warm = re.search(r"^harness again, warm cache:.*defense fits\s+(\d+), release calls\s+(\d+)",
+                         result.stdout, re.MULTILINE)
+        assert warm and warm.groups() == ("0", "0"), result.stdout
+        bound = re.search(r"^bound for any cold harness:\s+(\S+) x", result.stdout, re.MULTILINE)
+        assert bound and math.isfinite(float(bound.group(1))) and float(bound.group(1)) > 0, result.stdout
