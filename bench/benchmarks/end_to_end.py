@@ -319,7 +319,7 @@ def main() -> None:
     print(f"speed-up:                      {naive_s / harness_s:8.2f} x")
     print(f"harness again, warm cache:     {warm_s:8.1f} s   "
           f"defense fits {warm_calls['fit']:3d}, release calls {warm_calls['release']:3d}  "
-          f"(what is left is the attackers' own training)")
+          f"(left: the attack models no cache shares)")
     print(f"bound for any cold harness:    {naive_s / warm_s:8.2f} x   (naive / warm)")
     print("differences that remain:")
     if args.defense != "identity":
