@@ -8,8 +8,8 @@ small settings) x 5 attackers (transfer, finetune, adaptive, attribute, inversio
 on both sides.
   (a) harness: `bench.runner.execute` over RunSpecs with `--jobs` workers, starting
       from a fresh, empty BENCH_CACHE (cold: the dataset is decoded, every model trained),
-      then once more into new results on the now-warm cache: what is left is the attackers'
-      own training, which no cache shares, so naive / warm bounds what any cold run could gain;
+      then once more into new results on the now-warm cache: what is left is the attack
+      models no cache shares, so naive / warm bounds what any cold run could gain;
   (b) naive: what a typical research script does for each run on its own: decode the
       raw data, train the designated model, fit the defense, release the three splits,
       train the attacker's models, all through DataLoaders with per-sample torchvision
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import os
 import tempfile
@@ -288,15 +289,15 @@ def main() -> None:
         setups = ((count_defense_calls, (str(work / "harness-calls"),)),)
         with preset_everywhere(preset, setups):
             start = time.perf_counter()
-            summary = execute(specs, Env(results_dir=work / "results", device=args.device, jobs=args.jobs,
-                                         data_dir=str(args.data_dir) if args.data_dir else None))
+            env = Env(results_dir=work / "results", device=args.device, jobs=args.jobs,
+                      data_dir=str(args.data_dir) if args.data_dir else None)
+            summary = execute(specs, env)
             harness_s = time.perf_counter() - start
             harness_calls = read_counts(work / "harness-calls")
             # The same grid again into new results, on the now-warm cache: only the work no cache
             # can share is left (the attackers' non-cached models), a floor for any cold harness run.
             start = time.perf_counter()
-            warm = execute(specs, Env(results_dir=work / "results-warm", device=args.device, jobs=args.jobs,
-                                      data_dir=str(args.data_dir) if args.data_dir else None))
+            warm = execute(specs, dataclasses.replace(env, results_dir=work / "results-warm"))
             warm_s = time.perf_counter() - start
         if summary.failed or warm.failed:
             raise SystemExit(f"harness: {summary.text()}; warm: {warm.text()}")
