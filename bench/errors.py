@@ -23,3 +23,12 @@ def unknown(kind: str, value: object, choices) -> BenchError:
     """The standard 'unknown X' error, listing every valid choice."""
     valid = ", ".join(sorted(map(str, choices))) or "(none)"
     return BenchError(f"unknown {kind} {value!r}; valid choices: {valid}")
+
+
+class ContractError(Exception):
+    """A plugin broke the protocol: output with the wrong number of rows, a shape the next stage
+    cannot take, non-finite values, an image release outside [0, 1].
+
+    Not the user's input: the runner records the run as `failed` with this message, and no
+    number is computed from such output.
+    """

@@ -14,6 +14,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    # A (N,) or (1, K) tensor would broadcast against y into a plausible number.
+    if logits.dim() != 2 or len(logits) != len(y):
+        raise ValueError(f"accuracy: logits of shape {tuple(logits.shape)} for {len(y)} labels")
     # argmax of a NaN row is 0: without this check a broken model would get a plausible accuracy.
     if not torch.isfinite(logits).all():
         raise FloatingPointError(f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} predictions "
@@ -22,8 +25,15 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def chance(y: torch.Tensor) -> float:
-    """Majority-class rate: what always guessing the most common class scores."""
-    return (torch.bincount(y).max() / len(y)).item()
+    """Majority-class rate: what always guessing the most common class scores.
+
+    A single class leaves nothing to learn (chance 1, leakage undefined): an error, not a number.
+    """
+    counts = torch.bincount(y)
+    if int((counts > 0).sum()) < 2:
+        raise ValueError(f"the labels hold a single class ({len(y)} of class {int(counts.argmax())}): "
+                         "accuracy against chance means nothing")
+    return (counts.max() / len(y)).item()
 
 
 def agreement(released_logits: torch.Tensor, clean_logits: torch.Tensor) -> float:
@@ -57,6 +67,11 @@ def classifier_metrics(pred, y: torch.Tensor) -> dict:
 
 def image_metrics(pred: torch.Tensor, images: torch.Tensor) -> dict:
     """PSNR and SSIM on [0, 1] images, per image then averaged (skimage)."""
+    if pred.shape != images.shape:
+        raise ValueError(f"image metrics: predictions of shape {tuple(pred.shape)} for images of shape "
+                         f"{tuple(images.shape)}")
+    if not torch.isfinite(pred).all():
+        raise FloatingPointError("image metrics: predictions hold NaN or inf")
     p = pred.clamp(0, 1).numpy().astype(np.float64)
     t = images.numpy().astype(np.float64)
     psnrs, ssims = [], []

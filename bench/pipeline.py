@@ -16,7 +16,9 @@ import torch
 from bench import metrics as M
 from bench.artifacts import Artifacts
 from bench.data.base import ImageDataset
+from bench.data.digest import content_digest
 from bench.data.splits import Splits, make_splits, tuning_splits
+from bench.errors import BenchError
 from bench.models import build_classifier
 from bench.presets import Preset, get_preset
 from bench.protocol import AttackContext, DataSpec, Defense, FitData
@@ -38,6 +40,36 @@ def released_splits(attacker: str) -> tuple[str, ...]:
 def load_dataset(name: str, params_items: tuple, data_dir: str | None) -> ImageDataset:
     loader = DATASETS.create(name, dict(params_items))
     return loader.load(Path(data_dir) if data_dir else None)
+
+
+def model_splits_of(data: ImageDataset, seed: int, preset: str, eval_split: str) -> Splits:
+    """The splits the shared models of a run train and are scored on (before any release cap)."""
+    splits = make_splits(data, seed, **get_preset(preset).caps())
+    return tuning_splits(splits) if eval_split == "val" else splits
+
+
+@lru_cache(maxsize=16)
+def _data_digest(name: str, params_items: tuple, data_dir: str | None, seed: int, preset: str,
+                 eval_split: str) -> str:
+    data = load_dataset(name, params_items, data_dir)
+    s = model_splits_of(data, seed, preset, eval_split)
+    return content_digest(data, torch.cat([s.owner, s.attacker, s.val, s.test]))
+
+
+def data_digest(spec: RunSpec, data_dir: str | None) -> str:
+    """The content digest of the data `spec` is computed from: images and labels of the splits it uses."""
+    return _data_digest(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir, spec.seed,
+                        spec.preset, spec.eval_split)
+
+
+def forget_loaded_data() -> None:
+    """Drop this process's decoded datasets and their digests: the next use reads the source again.
+
+    Called before a sweep plans, so that data edited since an earlier sweep in the same process
+    (a notebook, the tests) is seen as it is now.
+    """
+    load_dataset.cache_clear()
+    _data_digest.cache_clear()
 
 
 def release_subset(splits: Splits, cap: int, seed: int) -> Splits:
@@ -75,19 +107,27 @@ class Stage:
     device: torch.device
     artifacts: Artifacts
     model_splits: Splits
+    data_digest: str         # content of the data at `model_splits` (bench.data.digest)
 
     @classmethod
-    def open(cls, spec: RunSpec, data_dir: str | None, device: torch.device, artifacts: Artifacts) -> "Stage":
+    def open(cls, spec: RunSpec, data_dir: str | None, device: torch.device, artifacts: Artifacts,
+             expected_digest: str | None = None) -> "Stage":
+        """`expected_digest`: the data digest the sweep was planned with; other data is an error."""
+        digest = data_digest(spec, data_dir)
+        if expected_digest is not None and digest != expected_digest:
+            forget_loaded_data()  # a long-lived worker may hold data decoded before the source changed
+            digest = data_digest(spec, data_dir)
+            if digest != expected_digest:
+                raise BenchError(f"the data of dataset {spec.dataset} changed after this sweep was planned "
+                                 f"(digest {expected_digest[:12]}, now {digest[:12]}); run the command again")
         data = load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
         preset = get_preset(spec.preset)
-        model_splits = make_splits(data, spec.seed, **preset.caps())
-        if spec.eval_split == "val":
-            model_splits = tuning_splits(model_splits)
+        model_splits = model_splits_of(data, spec.seed, spec.preset, spec.eval_split)
         splits = model_splits
         if spec.max_release is not None:
             splits = release_subset(model_splits, spec.max_release, spec.seed)
         train = preset.train.with_(**DATASETS.get(spec.dataset).train_overrides.get(preset.name, {}))
-        return cls(spec, data, splits, preset, train, device, artifacts, model_splits)
+        return cls(spec, data, splits, preset, train, device, artifacts, model_splits, digest)
 
     # --- data --------------------------------------------------------------------------
     def images(self, split: str, *, full: bool = False) -> torch.Tensor:
@@ -103,7 +143,8 @@ class Stage:
     def base_key(self) -> dict:
         s = self.spec
         return {"schema": SCHEMA, "dataset": s.dataset, "dataset_params": s.dataset_params,
-                "splits": self.model_splits.digest(), "train": asdict(self.train), "seed": s.seed}
+                "splits": self.model_splits.digest(), "data": self.data_digest, "train": asdict(self.train),
+                "seed": s.seed}
 
     # --- shared artifacts -----------------------------------------------------------------
     def target_key(self) -> dict:
@@ -177,15 +218,17 @@ class Stage:
         return obj["x"], float(obj["ms_per_image"])
 
 
-def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, artifacts: Artifacts) -> tuple[dict, dict]:
+def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, artifacts: Artifacts,
+               expected_digest: str | None = None) -> tuple[dict, dict]:
     """Execute one run. Returns (metrics, extras): extras holds split sizes, timings, samples."""
-    stage = Stage.open(spec, data_dir, device, artifacts)
+    stage = Stage.open(spec, data_dir, device, artifacts, expected_digest)
     t_task, a_task = spec.target_task, spec.attack_task
     defense, fit_s = stage.defense()
     released = {s: stage.released(defense, s) for s in released_splits(spec.attacker)}
     r_train, r_val, r_test = (released[s][0] if s in released else None for s in RELEASED_SPLITS)
 
     x_test, y_test = stage.images("test"), stage.labels("test", t_task)
+    M.chance(y_test)  # raises on a test split of one designated class: no accuracy on it means anything
     clean_logits = predict(defense.target_, x_test, device=device)
     out = M.designated_metrics(clean_logits, defense.designated(r_test), y_test)
     out.update(fit_s=fit_s, release_ms_per_image=released["test"][1],

@@ -16,6 +16,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from bench.errors import ContractError
 from bench.training import TrainConfig, predict
 
 
@@ -122,17 +123,27 @@ class Defense(Plugin):
         """The only thing attackers ever see. `x`: float images in [0, 1]; `y`: their designated-task
         labels, used only by defenses that need them (`needs_labels`), ignored by the others."""
         if not self.needs_labels:
-            return self._batched(self._release, x, desc)
-        if y is None:
-            raise ValueError(f"defense {self.name} ({self!r}) needs the designated-task labels to release: "
-                             f"call release(x, y)")
-        if len(y) != len(x):
-            raise ValueError(f"release: {len(x)} images but {len(y)} labels")
-        return self._batched(self._release, (x, y), desc)
+            out = self._batched(self._release, x, desc)
+        else:
+            if y is None:
+                raise ValueError(f"defense {self.name} ({self!r}) needs the designated-task labels to release: "
+                                 f"call release(x, y)")
+            if len(y) != len(x):
+                raise ValueError(f"release: {len(x)} images but {len(y)} labels")
+            out = self._batched(self._release, (x, y), desc)
+        where = f"defense {self.name} released"
+        check_output(where, out, len(x), tuple(x.shape[1:]) if self.releases == "image" else None)
+        if self.releases == "image" and (out.min() < 0 or out.max() > 1):
+            raise ContractError(f"{where} images outside [0, 1] (min {out.min().item():.4g}, "
+                                f"max {out.max().item():.4g}); an image release must stay a valid image")
+        return out
 
     def designated(self, released: torch.Tensor) -> torch.Tensor:
         """Logits of the designated model on released data."""
-        return self._batched(self._designated, released)
+        logits = self._batched(self._designated, released)
+        check_output(f"the designated model of defense {self.name} gave", logits, len(released),
+                     (self.spec_.num_classes,))
+        return logits
 
     def state_dict(self) -> dict:
         state = {name: m.state_dict() for name, m in self._modules().items() if name != "target_"}
@@ -179,16 +190,39 @@ class Attacker(Plugin):
     def fit(self, released_train: torch.Tensor | None, targets: torch.Tensor, *, context: AttackContext,
             seed: int) -> "Attacker":
         self.device_ = context.device
+        # What `predict` must return per row: logits over the task's classes, or an image.
+        self.output_shape_ = tuple(context.image_shape) if self.predicts == "images" else (context.num_classes,)
         torch.manual_seed(seed)  # the initial weights of whatever `_fit` builds
         self._fit(released_train, targets, context=context, seed=seed)
         return self
 
     def predict(self, released: torch.Tensor):
         """Logits (or images for inversion); a dict name -> tensor for an ensemble of models."""
-        return self._batched(self._predict, released)
+        out = self._batched(self._predict, released)
+        for name, value in (out.items() if isinstance(out, dict) else [("", out)]):
+            check_output(f"attacker {self.name}{'.' + name if name else ''} predicted", value, len(released),
+                         self.output_shape_)
+        return out
 
     def _fit(self, released_train, targets, *, context: AttackContext, seed: int) -> None:
         raise NotImplementedError
 
     def _predict(self, rb: torch.Tensor):
         raise NotImplementedError
+
+
+def check_output(where: str, out, rows: int, shape: tuple[int, ...] | None) -> None:
+    """Raise ContractError unless `out` is a finite tensor of `rows` rows (each of `shape`, if given).
+
+    The one guard between a plugin's output and a score: a wrong row count or shape would
+    otherwise be broadcast or argmax-ed into a plausible number.
+    """
+    if not isinstance(out, torch.Tensor):
+        raise ContractError(f"{where} a {type(out).__name__}, not a tensor")
+    if out.dim() == 0 or len(out) != rows:
+        raise ContractError(f"{where} {len(out) if out.dim() else 0} rows for {rows} inputs")
+    if shape is not None and tuple(out.shape[1:]) != tuple(shape):
+        raise ContractError(f"{where} rows of shape {tuple(out.shape[1:])}; expected {tuple(shape)}")
+    if not torch.isfinite(out).all():
+        bad = int((~torch.isfinite(out.reshape(rows, -1))).any(1).sum())
+        raise ContractError(f"{where} non-finite values (NaN or inf) in {bad} of {rows} rows")

@@ -31,6 +31,7 @@ import platform
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -46,7 +47,8 @@ from joblib.parallel import BACKENDS, get_active_backend
 from bench import metrics as M
 from bench.artifacts import Artifacts
 from bench.errors import BenchError, NotApplicable
-from bench.pipeline import RELEASED_SPLITS, Stage, released_splits, run_attack, save_samples
+from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, forget_loaded_data, released_splits, run_attack,
+                            save_samples)
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
 from bench.results import load_runs, read_run, write_run
 from bench.runspec import RunSpec
@@ -121,13 +123,24 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
     # later when the leaderboard is regenerated.
     load_runs(env.results_dir)
     identity, others = plan(specs)
+    # The data as it is now: a record or artifact computed on other content is never reused.
+    forget_loaded_data()
+    digests = {s.run_id: data_digest(s, env.data_dir) for s in identity + others}
     summary = Summary()
-    todo = []
+    todo, stale = [], []
     for s in identity + others:
-        if _finished(env.results_dir, s.run_id):
+        record = read_run(env.results_dir, s.run_id)
+        if _finished(record, digests[s.run_id]):
             summary.add("skipped", s.label(), None)
         else:
             todo.append(s)
+            if record is not None and record["status"] in FINISHED:
+                stale.append((s, record.get("data_digest")))
+    if stale:
+        spec, old = stale[0]
+        print(f"note: {len(stale)} finished run(s) in {env.results_dir} were computed on other data than "
+              f"{spec.dataset} holds now (e.g. {spec.label()}: recorded data digest "
+              f"{(old or 'none')[:12]}, now {digests[spec.run_id][:12]}); they run again", file=sys.stderr, flush=True)
     if not todo:
         return summary
     stages, splits = {}, {}
@@ -135,11 +148,12 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
         key = digest_json(s.defense_key())
         stages.setdefault(key, s)
         splits.setdefault(key, set()).update(released_splits(s.attacker))
-    prepared = [delayed(_prepare)(s, env, tuple(x for x in RELEASED_SPLITS if x in splits[k]))
+    prepared = [delayed(_prepare)(s, env, tuple(x for x in RELEASED_SPLITS if x in splits[k]), digests[s.run_id])
                 for k, s in stages.items()]
     errors = dict(zip(stages, list(_parallel(env, prepared))))
     for group in ([s for s in todo if s.defense == "identity"], [s for s in todo if s.defense != "identity"]):
-        jobs = [delayed(_run_one)(s, env, errors[digest_json(s.defense_key())]) for s in group]
+        jobs = [delayed(_run_one)(s, env, errors[digest_json(s.defense_key())], digests[s.run_id])
+                for s in group]
         for status, label, reason in _parallel(env, jobs, ordered=False):
             summary.add(status, label, reason)
             if progress:
@@ -245,7 +259,8 @@ def _dask_worker_slot() -> int | None:
     return int(digits.group(1)) if digits else None
 
 
-def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS) -> tuple[str, str] | None:
+def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
+             digest: str | None = None) -> tuple[str, str] | None:
     """Build the designated model, fitted defense and the released `splits` that runs share.
 
     Returns None, or (reason, traceback) when a step failed: every run that
@@ -254,7 +269,7 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS)
     device, artifacts = _worker_setup(env)
     try:
         with _time_limit(env.timeout):
-            stage = Stage.open(spec, env.data_dir, device, artifacts)
+            stage = Stage.open(spec, env.data_dir, device, artifacts, digest)
             defense, _ = stage.defense()
             for split in splits:
                 stage.released(defense, split)
@@ -265,22 +280,28 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS)
     return None
 
 
-def _finished(results_dir: Path, run_id: str) -> bool:
-    """A record of this run exists and needs no rerun (a failed one is retried)."""
-    record = read_run(results_dir, run_id)
-    return record is not None and record["status"] in FINISHED
+def _finished(record: dict | None, digest: str) -> bool:
+    """A record of this run exists, was computed on this data, and needs no rerun (a failed one is retried).
+
+    A record with no data digest (written before digests existed) counts as computed on other data.
+    """
+    return record is not None and record["status"] in FINISHED and record.get("data_digest") == digest
 
 
 def _reason(e: BaseException) -> str:
     return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0]
 
 
-def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None) -> tuple[str, str, str | None]:
+def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
+             digest: str | None = None) -> tuple[str, str, str | None]:
+    """Run `spec` on the data whose content digest is `digest` (None: whatever the data is now)."""
+    if digest is None:
+        digest = data_digest(spec, env.data_dir)
     # Another sweep sharing this results dir may have finished the run since this one was planned.
-    if _finished(env.results_dir, spec.run_id):
+    if _finished(read_run(env.results_dir, spec.run_id), digest):
         return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
-    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "device": str(device),
+    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest, "device": str(device),
               "versions": versions(), "git_commit": git_commit(), "preset": spec.preset}
     start = time.perf_counter()
     reason = None
@@ -293,8 +314,11 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None)
             ident = read_run(env.results_dir, identity_twin(spec).run_id)
             if ident is None or ident["status"] != "ok":
                 raise RuntimeError("its identity calibration run did not finish ok")
+            if ident.get("data_digest") != digest:
+                raise RuntimeError("its identity calibration run was computed on other data")
         with _time_limit(env.timeout):
-            metrics, extras = run_attack(spec, data_dir=env.data_dir, device=device, artifacts=artifacts)
+            metrics, extras = run_attack(spec, data_dir=env.data_dir, device=device, artifacts=artifacts,
+                                         expected_digest=digest)
         attacker_cls = ATTACKERS.get(spec.attacker)
         flags = {}
         if ident is not None:
@@ -307,6 +331,11 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None)
                 flags["weak_attacker"] = M.is_weak(metrics["attack_acc"], metrics["clean_acc"])
         if "attack_acc" in metrics:
             metrics["suppression"] = M.suppression(metrics["utility_acc"], metrics["attack_acc"])
+        # A ratio with a zero denominator (an attacker at chance even with no defense) has no value:
+        # it is flagged by name, never filled in.
+        undefined = sorted(k for k, v in metrics.items() if v is None)
+        if undefined:
+            flags["undefined"] = undefined
         metrics = M.finite(metrics)  # before anything is written: a NaN makes the run failed, with no samples
         samples = extras.pop("samples", None)
         if samples is not None:
