@@ -6,6 +6,8 @@ into owner/attacker/val/test happens later, per seed (`bench.data.splits`).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +64,12 @@ class ImageDataset:
 
 
 class DatasetLoader:
-    """Base of dataset plugins. `__init__` stores options only; `load` does the work."""
+    """Base of dataset plugins. `__init__` stores options only; `load` does the work.
+
+    A loader that overrides `check_options` gets it called before its own `load` runs
+    (`__init_subclass__` wraps every `load`), so an option out of range fails in one
+    line before any file is read or decoded, whichever caller constructed the loader.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -74,8 +81,37 @@ class DatasetLoader:
     # below the preset's own plugin defaults and any --set.
     plugin_overrides: ClassVar[dict[str, dict[str, dict]]] = {}
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "load" in cls.__dict__:
+            cls.load = _checked_first(cls.__dict__["load"])
+
     def load(self, data_dir: Path | None) -> ImageDataset:
         raise NotImplementedError
+
+    def check_options(self) -> None:
+        """Raise BenchError for an option out of range (use `option_error`); the default accepts all."""
+
+    def option_error(self, option: str, requirement: str) -> BenchError:
+        """`--set NAME.OPTION=VALUE: REQUIREMENT`, the one line a bad dataset option gets."""
+        return BenchError(f"--set {self.name}.{option}={getattr(self, option)}: {requirement}")
+
+    def check_int(self, option: str, low: int, high: int | None = None) -> int:
+        """The integer option `option`, or an `option_error` if it is no integer or outside [low, high]."""
+        value = getattr(self, option)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.option_error(option, f"must be an integer, got {type(value).__name__}")
+        if high is None and value < low:
+            raise self.option_error(option, f"must be >= {low}")
+        if high is not None and not low <= value <= high:
+            raise self.option_error(option, f"must be between {low} and {high}")
+        return value
+
+    def check_choice(self, option: str, choices: tuple) -> None:
+        value = getattr(self, option)
+        # True == 1 in Python: a bool passes for an int choice only if bools are the choices.
+        if value not in choices or (isinstance(value, bool) and not all(isinstance(c, bool) for c in choices)):
+            raise self.option_error(option, f"must be {' or '.join(map(str, choices))}")
 
     @staticmethod
     def search_dirs(data_dir: Path | None, *defaults: Path) -> list[Path]:
@@ -92,6 +128,15 @@ class DatasetLoader:
     def require_dir(data_dir: Path | None) -> None:
         if data_dir is not None and not Path(data_dir).is_dir():
             raise BenchError(f"--data-dir {str(data_dir)!r} is not a directory")
+
+
+def _checked_first(load: Callable) -> Callable:
+    @functools.wraps(load)
+    def checked_load(self, *args, **kwargs):
+        self.check_options()
+        return load(self, *args, **kwargs)
+
+    return checked_load
 
 
 def torchvision_download(tv_class: str, data_dir: Path | None, looked: str) -> Path:
@@ -117,7 +162,9 @@ def cached(kind: str, key: str, build: Callable[[], dict]) -> dict:
     complete, atomically and with a checksum, so a failed or killed decode
     leaves nothing a later run could load.
     """
-    path = cache_root() / "data" / f"{kind}-{key[:20]}.pt"
+    # The whole key is hashed: loaders append their options to a source digest (`<sha256>-64`),
+    # and a prefix of the key would let two image sizes share one file.
+    path = cache_root() / "data" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
     obj = load_tensors(path)
     if obj is None:
         obj = build()

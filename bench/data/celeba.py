@@ -66,6 +66,9 @@ class CelebA(DatasetLoader):
     def __init__(self, image_size: int = 64):
         self.image_size = image_size
 
+    def check_options(self) -> None:
+        self.check_int("image_size", 8, 1024)
+
     def load(self, data_dir: Path | None) -> ImageDataset:
         self.require_dir(data_dir)
         source = self._locate(data_dir)

@@ -66,6 +66,10 @@ class FashionMNIST(DatasetLoader):
     def __init__(self, download: bool = True):
         self.download = download
 
+    def check_options(self) -> None:
+        if not isinstance(self.download, bool):  # `--set` parses it; a Python caller might pass "no"
+            raise self.option_error("download", "must be true or false")
+
     def load(self, data_dir: Path | None) -> ImageDataset:
         self.require_dir(data_dir)
         files = self._locate(data_dir)

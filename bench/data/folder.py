@@ -3,6 +3,13 @@
 String labels map to their sorted class names; integer labels to their sorted distinct
 values. An optional `split` column (train/val/test) fixes the partition; otherwise a
 seeded `test_fraction` of the rows is test. Images of mixed sizes are resized.
+
+What is refused, each with one line naming labels.csv and the row: a path that resolves
+outside the data directory (`..`, an absolute path, a symlink out of the tree: nothing
+outside it is ever read), the same image listed twice (whether or not the labels agree:
+a repeated image can land in both train and test and inflate every score), a task column
+with one class, duplicate or empty header names, rows with more fields than the header,
+and a labels.csv that is not UTF-8 (a leading byte-order mark is fine).
 """
 from __future__ import annotations
 
@@ -15,34 +22,97 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data.base import DatasetLoader, ImageDataset, cached
-from bench.data.images import decode_image, tree_digest
+from bench.data.images import decode_image, files_digest
 from bench.errors import BenchError
 
 SPLITS = ("train", "val", "test")
+RESERVED = ("file", "split")
+# Bumped when decoding changes what the same bytes give (v2: 16-bit grey scaled, not clipped).
+DECODE_VERSION = "v2"
 
 
-def read_labels(path: Path) -> tuple[list[str], dict[str, list[str]], list[str] | None]:
-    """(files, {task: raw labels}, split column or None), with errors that name the row."""
+def read_labels(path: Path) -> tuple[list[str], dict[str, list[str]], list[str] | None, list[int]]:
+    """(files, {task: raw labels}, split column or None, row number of each file), errors naming the row.
+
+    Rows are numbered as in a spreadsheet: the header is row 1 (blank lines count too).
+    """
     try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        data = path.read_bytes()
+    except OSError as e:
         raise BenchError(f"cannot read {path}: {e}") from None
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet's UTF-8 export starts with a byte-order mark
+    except UnicodeDecodeError as e:
+        raise BenchError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         f"save it as UTF-8 CSV") from None
+    try:
+        records = []
+        reader = csv.reader(io.StringIO(text, newline=""))
+        start = 1
+        for record in reader:
+            if record:  # csv gives [] for a blank line
+                records.append((start, record))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise BenchError(f"{path} row {reader.line_num}: malformed CSV ({e})") from None
+    if not records:
+        raise BenchError(f"{path} is empty (expected a header with `file` and at least one task column)")
+    header_row, columns = records[0]
+    for j, c in enumerate(columns):
+        if c == "":
+            raise BenchError(f"{path} row {header_row}: header column {j + 1} has no name")
+        if c in columns[:j]:
+            raise BenchError(f"{path} row {header_row}: column `{c}` appears twice in the header "
+                             f"(columns {columns.index(c) + 1} and {j + 1}); names must be unique")
+    rows = records[1:]
     if not rows:
         raise BenchError(f"{path} has no rows (expected a header with `file` and at least one task column)")
-    columns = list(rows[0])
     if "file" not in columns:
         raise BenchError(f"{path} has no `file` column; its columns are: {', '.join(columns)}")
-    tasks = [c for c in columns if c not in ("file", "split")]
+    tasks = [c for c in columns if c not in RESERVED]
     if not tasks:
         raise BenchError(f"{path} has no task column besides `file`")
-    for i, row in enumerate(rows, start=2):
+    table = []
+    for i, record in rows:
+        if len(record) > len(columns):
+            raise BenchError(f"{path} row {i}: {len(record)} fields, but the header names {len(columns)} columns")
+        row = dict(zip(columns, record))
         for c in ["file"] + tasks:
-            if row.get(c) in (None, ""):
+            if row.get(c, "") == "":
                 raise BenchError(f"{path} row {i}: empty `{c}`")
-        if "split" in columns and row["split"] not in SPLITS:
-            raise BenchError(f"{path} row {i}: split {row['split']!r}; valid choices: {', '.join(SPLITS)}")
-    return ([r["file"] for r in rows], {t: [r[t] for r in rows] for t in tasks},
-            [r["split"] for r in rows] if "split" in columns else None)
+        if "split" in columns and row.get("split") not in SPLITS:
+            raise BenchError(f"{path} row {i}: split {row.get('split', '')!r}; valid choices: {', '.join(SPLITS)}")
+        table.append(row)
+    for t in tasks:
+        values = {r[t] for r in table}
+        if len(values) < 2:
+            raise BenchError(f"{path}: task column `{t}` has only one class ({next(iter(values))!r}); "
+                             f"a one-class task cannot be scored")
+    return ([r["file"] for r in table], {t: [r[t] for r in table] for t in tasks},
+            [r["split"] for r in table] if "split" in columns else None, [i for i, _ in rows])
+
+
+def resolve_inside(root: Path, name: str, where: str) -> Path:
+    """`root / name` with every link followed, or a BenchError if that is not a regular file inside `root`.
+
+    `root` must already be resolved. Whatever `name` says (`..`, an absolute path, a symlink
+    anywhere on the way), the file read is the resolved path checked here.
+    """
+    try:
+        path = (root / name).resolve()
+        inside = path.is_relative_to(root)
+        is_file = inside and path.is_file()
+        exists = inside and path.exists()
+    except (OSError, ValueError, RuntimeError) as e:  # NUL byte, name too long, a symlink loop
+        raise BenchError(f"{where} names {name!r}, which cannot be opened: {e}") from None
+    if not inside:
+        raise BenchError(f"{where} names {name!r}, which resolves to {path}, outside the data directory {root}; "
+                         f"list files by paths inside it (no `..`, absolute paths or links out)")
+    if not exists:
+        raise BenchError(f"{where} names {name}, which does not exist in {root}")
+    if not is_file:
+        raise BenchError(f"{where} names {name}, which is not a regular file")
+    return path
 
 
 def encode(values: list[str]) -> tuple[torch.Tensor, list[str]]:
@@ -66,26 +136,52 @@ class Folder(DatasetLoader):
         self.test_fraction = test_fraction
         self.split_seed = split_seed
 
+    def check_options(self) -> None:
+        self.check_int("image_size", 8, 1024)
+        self.check_choice("channels", (1, 3))
+        f = self.test_fraction
+        # `not 0 < f < 1` also refuses NaN.
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
+            raise self.option_error("test_fraction", "must be strictly between 0 and 1")
+        self.check_int("split_seed", 0)
+
     def load(self, data_dir: Path | None) -> ImageDataset:
         dirs = self.search_dirs(data_dir)
         if not dirs:
             raise BenchError("dataset folder needs --data-dir (or $BENCH_DATA_DIR): a directory holding labels.csv")
-        root = dirs[0]
-        if not root.is_dir():
-            raise BenchError(f"--data-dir {str(root)!r} is not a directory")
-        csv_path = root / "labels.csv"
-        if not csv_path.exists():
+        given = dirs[0]
+        if not given.is_dir():
+            raise BenchError(f"--data-dir {str(given)!r} is not a directory")
+        root = given.resolve()
+        csv_path = given / "labels.csv"
+        if not csv_path.exists() and not csv_path.is_symlink():
             raise BenchError(f"{csv_path} not found: the folder dataset needs labels.csv with a `file` column")
-        files, raw, split = read_labels(csv_path)
-        for i, f in enumerate(files, start=2):
-            if not (root / f).is_file():
-                raise BenchError(f"{csv_path} row {i} names {f}, which does not exist in {root}")
-        key = f"{tree_digest(root)}-{self.image_size}-{self.channels}"
+        # labels.csv itself may be a link out of the tree: it is read only once checked.
+        csv_real = csv_path.resolve()
+        if not csv_real.is_relative_to(root):
+            raise BenchError(f"{csv_path} links to {csv_real}, outside the data directory {root}; "
+                             f"put the file itself in the data directory")
+        if not csv_real.is_file():
+            raise BenchError(f"{csv_path} is not a regular file")
+        files, raw, split, row_of = read_labels(csv_real)
+        paths, first = [], {}
+        for n, (i, f) in enumerate(zip(row_of, files)):
+            path = resolve_inside(root, f, f"{csv_path} row {i}")
+            if path in first:  # also `./a.png`, `sub/../a.png` or a link to a listed file
+                k = first[path]
+                differ = [f"`{t}` {raw[t][k]!r} vs {raw[t][n]!r}" for t in raw if raw[t][k] != raw[t][n]]
+                raise BenchError(f"{csv_path} rows {row_of[k]} and {i} both list {path.relative_to(root)}"
+                                 + (f" with different labels ({'; '.join(differ)})" if differ else "")
+                                 + "; list each image once")
+            first[path] = n
+            paths.append(path)
+        where = self._partition(split, len(files), csv_path)
+        key = f"{files_digest(root, [csv_real] + paths)}-{self.image_size}-{self.channels}-{DECODE_VERSION}"
 
         def build():
-            images = [decode_image((root / f).read_bytes(), str(root / f), size=self.image_size,
-                                   channels=self.channels, crop_square=True)
-                      for f in tqdm(files, desc="decode folder", leave=False, disable=None)]
+            images = [decode_image(p.read_bytes(), str(p), size=self.image_size, channels=self.channels,
+                                   crop_square=True)
+                      for p in tqdm(paths, desc="decode folder", leave=False, disable=None)]
             out = {"images": torch.from_numpy(np.stack(images))}
             for task, values in raw.items():
                 out[f"labels/{task}"], out[f"classes/{task}"] = encode(values)
@@ -93,7 +189,16 @@ class Folder(DatasetLoader):
 
         obj = cached("folder", key, build)
         tasks = list(raw)
-        n = len(files)
+        return ImageDataset(
+            name=self.name, images=obj["images"],
+            labels={t: obj[f"labels/{t}"] for t in tasks}, classes={t: obj[f"classes/{t}"] for t in tasks},
+            train_idx=where["train"], test_idx=where["test"],
+            val_idx=where["val"] if where["val"] is not None and len(where["val"]) else None,
+            default_task=tasks[0], private_task=tasks[1] if len(tasks) > 1 else None, meta={"source": str(root)},
+        )
+
+    def _partition(self, split: list[str] | None, n: int, csv_path: Path) -> dict[str, torch.Tensor | None]:
+        """Indices of train / val / test, from the `split` column or a seeded `test_fraction`; before decoding."""
         if split is not None:
             where = {s: torch.tensor([i for i, v in enumerate(split) if v == s], dtype=torch.long) for s in SPLITS}
         else:
@@ -102,10 +207,4 @@ class Folder(DatasetLoader):
             where = {"test": perm[:n_test].sort().values, "train": perm[n_test:].sort().values, "val": None}
         if len(where["train"]) == 0 or len(where["test"]) == 0:
             raise BenchError(f"{csv_path}: need at least one train and one test image")
-        return ImageDataset(
-            name=self.name, images=obj["images"],
-            labels={t: obj[f"labels/{t}"] for t in tasks}, classes={t: obj[f"classes/{t}"] for t in tasks},
-            train_idx=where["train"], test_idx=where["test"],
-            val_idx=where["val"] if where["val"] is not None and len(where["val"]) else None,
-            default_task=tasks[0], private_task=tasks[1] if len(tasks) > 1 else None, meta={"source": str(root)},
-        )
+        return where

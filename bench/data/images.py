@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,12 @@ from PIL import Image, UnidentifiedImageError
 from bench.errors import BenchError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Larger images are refused before decoding: a few bytes of PNG can claim gigapixels (a
+# decompression bomb). Below PIL's own limit (89 Mpx), so ours is the one that speaks.
+MAX_PIXELS = 64_000_000
+# Modes whose samples are 16-bit (PNG / TIFF 16-bit grey; PIL decodes some as 32-bit "I"
+# holding 0..65535): PIL's convert("L") would clip them at 255, so they are scaled instead.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class Archive:
@@ -51,11 +58,26 @@ class Archive:
 
 def decode_image(data: bytes, where: str, *, size: int | None = None, channels: int = 3,
                  crop_square: bool = False) -> np.ndarray:
-    """uint8 C x H x W. `crop_square` centre-crops first; `size` resizes to size x size."""
+    """uint8 C x H x W. `crop_square` centre-crops first; `size` resizes to size x size.
+
+    16-bit grey is scaled to 8 bits (divided by 257, so 65535 -> 255), palette images go
+    through their RGB(A) colours, and an image over MAX_PIXELS is refused before decoding.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # decode now, so a truncated file fails here and names itself
-            img = img.convert("L" if channels == 1 else "RGB")
+        # PIL warns (DecompressionBombWarning) above its limit and raises above twice that; as
+        # an error here, either becomes the one line below instead of a printed warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise BenchError(f"image {where} is {w} x {h} = {w * h / 1e6:.0f} megapixels, over the limit of "
+                                     f"{MAX_PIXELS / 1e6:.0f} (a decompression bomb, or too large to use)")
+                img.load()  # decode now, so a truncated file fails here and names itself
+                img = _to_mode(img, "L" if channels == 1 else "RGB")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise BenchError(f"image {where} is over the limit of {MAX_PIXELS / 1e6:.0f} megapixels "
+                         f"(a decompression bomb, or too large to use); PIL says: {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BenchError(f"corrupt or unreadable image {where}: {e}") from None
     if crop_square:
@@ -68,6 +90,18 @@ def decode_image(data: bytes, where: str, *, size: int | None = None, channels: 
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """`img` as "L" or "RGB", keeping the full range of 16-bit grey and the colours of a palette."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        grey = np.asarray(img).astype(np.float64)
+        img = Image.fromarray(np.clip(np.round(grey / 257), 0, 255).astype(np.uint8), "L")
+    elif img.mode in ("P", "PA"):
+        # Through the palette's colours; RGBA first when it has a transparent entry, which
+        # PIL would otherwise warn about on the way to RGB.
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    return img.convert(mode)
+
+
 def tree_digest(path: Path) -> str:
     """A cheap cache key for a directory: names, sizes and modification times of its files."""
     h = hashlib.sha256()
@@ -75,4 +109,23 @@ def tree_digest(path: Path) -> str:
         if p.is_file():
             st = p.stat()
             h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def files_digest(root: Path, paths: list[Path]) -> str:
+    """sha256 over the bytes of `paths`, in order, each with its path relative to `root`.
+
+    Unlike `tree_digest`, an edit that keeps a file's size and modification time still
+    changes the key; only the listed files count, not whatever else lies in the tree.
+    """
+    h = hashlib.sha256()
+    for p in paths:
+        inner = hashlib.sha256()
+        try:
+            with open(p, "rb") as f:  # in chunks: hashlib.file_digest needs Python 3.11
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    inner.update(chunk)
+        except OSError as e:
+            raise BenchError(f"cannot read {p}: {e}") from None
+        h.update(f"{Path(p).relative_to(root).as_posix()}\0{inner.hexdigest()}\n".encode())
     return h.hexdigest()

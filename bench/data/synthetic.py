@@ -7,6 +7,8 @@ import torch
 
 from bench.data.base import DatasetLoader, ImageDataset
 
+MAX_VALUES = 2 ** 28  # 1 GiB of float32 while generating
+
 
 class Synthetic(DatasetLoader):
     name = "synthetic"
@@ -19,6 +21,18 @@ class Synthetic(DatasetLoader):
         self.channels = channels
         self.classes = classes
         self.seed = seed
+
+    def check_options(self) -> None:
+        classes = self.check_int("classes", 2, 1000)  # `parity` and scoring need two classes at least
+        self.check_int("size", 8, 256)  # the CNN pools three times: 8 px is its smallest input
+        self.check_choice("channels", (1, 3))
+        n = self.check_int("n", 1, 1_000_000)
+        if n < 10 * classes:  # the test fifth then holds about two images of each class
+            raise self.option_error("n", f"must be at least 10 x classes = {10 * classes}")
+        self.check_int("seed", 0)
+        if n * self.channels * self.size ** 2 > MAX_VALUES:  # generated as float32 before the uint8 cast
+            raise self.option_error("n", f"n x channels x size^2 = {n * self.channels * self.size ** 2:,} values, "
+                                         f"over {MAX_VALUES:,}; lower n or size")
 
     def load(self, data_dir: Path | None) -> ImageDataset:
         g = torch.Generator().manual_seed(self.seed)
