@@ -40,7 +40,9 @@ def _cifar10_pickles(root: Path, n=10):
     d.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": RNG.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}
-        (d / name).write_bytes(pickle.dumps(batch))
+        # Protocol 4 pickles arrays with numpy's _reconstruct, all the loader's unpickler admits
+        # (tests/cases_untrusted.py writes them as Python 2 did, like the real files).
+        (d / name).write_bytes(pickle.dumps(batch, protocol=4))
 
 
 def test_cifar10_torchvision_format_and_cache(tmp_path, monkeypatch):
@@ -113,10 +115,10 @@ def test_cifar100_torchvision_format(tmp_path):
     for name, n in (("train", 20), ("test", 5)):
         batch = {b"data": RNG.integers(0, 256, (n, 3072), dtype=np.uint8),
                  b"fine_labels": [i % 100 for i in range(n)], b"coarse_labels": [i % 20 for i in range(n)]}
-        (d / name).write_bytes(pickle.dumps(batch))
+        (d / name).write_bytes(pickle.dumps(batch, protocol=4))
     meta = {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
             b"coarse_label_names": [f"c{i}".encode() for i in range(20)]}
-    (d / "meta").write_bytes(pickle.dumps(meta))
+    (d / "meta").write_bytes(pickle.dumps(meta, protocol=4))
     ds = CIFAR100(download=False).load(tmp_path)
     assert ds.images.shape == (25, 3, 32, 32) and len(ds.train_idx) == 20
     assert ds.num_classes("fine") == 100 and ds.num_classes("coarse") == 20

@@ -6,7 +6,6 @@ directory or as the tarballs `cifar10-train.tar.gz` + `cifar10-test.tar.gz`.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 from bench.data.base import DatasetLoader, ImageDataset, cached, torchvision_download
 from bench.data.images import Archive, decode_image, tree_digest
+from bench.data.safe_pickle import load_plain
 from bench.errors import BenchError
 from bench.storage import cache_root, file_digest
 
@@ -23,18 +23,56 @@ PICKLE_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 
 
-def read_pickle_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """torchvision's CIFAR python format: dicts with b'data' (N x 3072 uint8) and labels."""
+def read_batch(path: Path, label_keys: dict[bytes, int]) -> tuple[np.ndarray, dict[bytes, np.ndarray]]:
+    """One batch of torchvision's CIFAR python format: a dict with b'data' (N x 3072 uint8) and,
+    for each of `label_keys` (key -> number of classes), N labels in range.
+
+    The file is a Python 2 pickle from a data directory: it is read with `load_plain`, which runs
+    nothing it holds and admits only plain data and numpy arrays; its structure is checked here.
+    """
+    batch = load_plain(path, str(path), what="a CIFAR batch")
+    if not isinstance(batch, dict):
+        raise BenchError(f"{path}: not a CIFAR batch: it holds a {type(batch).__name__}, "
+                         f"not a dict with b'data' and {', '.join(map(repr, label_keys))}")
+    missing = [k for k in (b"data", *label_keys) if k not in batch]
+    if missing:
+        keys = ", ".join(repr(k)[:40] for k in list(batch)[:8])
+        raise BenchError(f"{path}: not a CIFAR batch: no {', '.join(map(repr, missing))} (keys: {keys or 'none'})")
+    x = batch[b"data"]
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 3 * 32 * 32):
+        got = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise BenchError(f"{path}: b'data' must be a uint8 array of N x 3072 (N images of 3 x 32 x 32), got {got}")
+    if len(x) == 0:
+        raise BenchError(f"{path}: b'data' holds no images")
+    labels = {}
+    for key, n_classes in label_keys.items():
+        labels[key] = _labels(batch[key], len(x), n_classes, f"{path}: {key!r}")
+    return x.reshape(-1, 3, 32, 32), labels
+
+
+def _labels(values, n: int, n_classes: int, where: str) -> np.ndarray:
+    """`values` (a list of ints, as CIFAR stores them, or an integer array) as int64, checked."""
+    if isinstance(values, np.ndarray):
+        ok = values.ndim == 1 and values.dtype.kind in "iu"
+    else:
+        ok = isinstance(values, (list, tuple)) and all(type(v) is int for v in values)
+    if not ok:
+        raise BenchError(f"{where} must be a list of integer class labels, got {type(values).__name__}")
+    if len(values) != n:
+        raise BenchError(f"{where} has {len(values)} labels for {n} images")
+    low, high = int(min(values)), int(max(values))
+    if low < 0 or high >= n_classes:
+        raise BenchError(f"{where}: labels must lie in 0..{n_classes - 1}, found {low}..{high}")
+    return np.asarray(values, dtype=np.int64)
+
+
+def read_pickle_batches(paths: list[Path], label_key: bytes, n_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The images and `label_key` labels of the batches `paths`, concatenated."""
     xs, ys = [], []
     for p in paths:
-        try:
-            with open(p, "rb") as f:
-                # The CIFAR distribution format is a pickle; torchvision reads it the same way.
-                batch = pickle.load(f, encoding="bytes")
-            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as e:
-            raise BenchError(f"cannot read CIFAR batch {p}: {type(e).__name__}: {e}") from None
+        x, labels = read_batch(p, {label_key: n_classes})
+        xs.append(x)
+        ys.append(labels[label_key])
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -75,6 +113,10 @@ class CIFAR10(DatasetLoader):
 
     def __init__(self, download: bool = True):
         self.download = download
+
+    def check_options(self) -> None:
+        if not isinstance(self.download, bool):
+            raise self.option_error("download", "must be true or false")
 
     def load(self, data_dir: Path | None) -> ImageDataset:
         self.require_dir(data_dir)

@@ -2,18 +2,20 @@
 tasks `fine` (100 classes) and `coarse` (20 superclasses). Downloaded by torchvision when online."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.data.base import DatasetLoader, ImageDataset, cached, torchvision_download
-from bench.data.cifar10 import read_pickle_batches
+from bench.data.cifar10 import read_batch
+from bench.data.safe_pickle import load_plain
 from bench.errors import BenchError
 from bench.storage import cache_root, file_digest
 
 PICKLE_DIR = "cifar-100-python"
+N_FINE, N_COARSE = 100, 20
+LABELS = {b"fine_labels": N_FINE, b"coarse_labels": N_COARSE}
 
 
 class CIFAR100(DatasetLoader):
@@ -25,6 +27,10 @@ class CIFAR100(DatasetLoader):
 
     def __init__(self, download: bool = True):
         self.download = download
+
+    def check_options(self) -> None:
+        if not isinstance(self.download, bool):
+            raise self.option_error("download", "must be true or false")
 
     def load(self, data_dir: Path | None) -> ImageDataset:
         self.require_dir(data_dir)
@@ -52,18 +58,30 @@ class CIFAR100(DatasetLoader):
 
     @staticmethod
     def _decode(paths: list[Path]) -> dict:
-        x_tr, fine_tr = read_pickle_batches(paths[:1], b"fine_labels")
-        x_te, fine_te = read_pickle_batches(paths[1:2], b"fine_labels")
-        _, coarse_tr = read_pickle_batches(paths[:1], b"coarse_labels")
-        _, coarse_te = read_pickle_batches(paths[1:2], b"coarse_labels")
-        try:
-            with open(paths[2], "rb") as f:
-                meta = pickle.load(f, encoding="bytes")  # the distribution's own format, as torchvision reads it
-            fine_names = [n.decode() for n in meta[b"fine_label_names"]]
-            coarse_names = [n.decode() for n in meta[b"coarse_label_names"]]
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError) as e:
-            raise BenchError(f"cannot read CIFAR-100 meta {paths[2]}: {type(e).__name__}: {e}") from None
+        fine_names, coarse_names = read_meta(paths[2])
+        x_tr, y_tr = read_batch(paths[0], LABELS)
+        x_te, y_te = read_batch(paths[1], LABELS)
         return {"images": torch.from_numpy(np.concatenate([x_tr, x_te])),
-                "fine": torch.from_numpy(np.concatenate([fine_tr, fine_te])),
-                "coarse": torch.from_numpy(np.concatenate([coarse_tr, coarse_te])),
+                "fine": torch.from_numpy(np.concatenate([y_tr[b"fine_labels"], y_te[b"fine_labels"]])),
+                "coarse": torch.from_numpy(np.concatenate([y_tr[b"coarse_labels"], y_te[b"coarse_labels"]])),
                 "fine_names": fine_names, "coarse_names": coarse_names, "n_train": len(x_tr)}
+
+
+def read_meta(path: Path) -> tuple[list[str], list[str]]:
+    """The 100 fine and 20 coarse class names of the meta file (a Python 2 pickle, read with `load_plain`)."""
+    meta = load_plain(path, str(path), what="CIFAR-100's meta file")
+    out = []
+    for key, n in ((b"fine_label_names", N_FINE), (b"coarse_label_names", N_COARSE)):
+        if not isinstance(meta, dict) or key not in meta:
+            got = f"keys {', '.join(repr(k)[:40] for k in list(meta)[:8])}" if isinstance(meta, dict) \
+                else f"a {type(meta).__name__}"
+            raise BenchError(f"{path}: not CIFAR-100's meta file: no {key!r} ({got})")
+        names = meta[key]
+        if not isinstance(names, (list, tuple)) or len(names) != n or not all(isinstance(v, (bytes, str)) for v in names):
+            got = f"{len(names)} entries" if isinstance(names, (list, tuple)) else type(names).__name__
+            raise BenchError(f"{path}: {key!r} must be a list of {n} names, got {got}")
+        try:
+            out.append([v.decode() if isinstance(v, bytes) else v for v in names])
+        except UnicodeDecodeError as e:
+            raise BenchError(f"{path}: {key!r} holds a name that is not UTF-8 ({e.reason})") from None
+    return out[0], out[1]
