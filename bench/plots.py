@@ -7,10 +7,19 @@
 - sweep-<dataset>-<defense>-<param>.png: for a defense run at several values of one numeric
   hyperparameter (all else equal, e.g. `--set arl.lam=0,0.1,1`), utility and each attack
   against that value, with the no-defense and chance levels for reference.
+
+Every file name is made in `plot_path`: names taken from run records (datasets, defenses,
+hyperparameters) become file-name slugs, so whatever a record says, a figure is written
+inside `plots/` and nowhere else; figures are written atomically (a symlink already at a
+figure's name is replaced, never written through).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import re
+import zipfile
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.errors import BenchError  # noqa: E402
 from bench.registry import ATTACKERS  # noqa: E402
+from bench.storage import atomic_write_bytes  # noqa: E402
 from bench.results import CONFIG, aggregate, config_label, load_runs, recorded_params, setting_label, write_leaderboards  # noqa: E402
 
 # (metric, attacker or None for the designated model, panel title) of a sweep figure.
@@ -39,18 +50,61 @@ SWEEP_CONTEXT = [c for c in CONFIG if c not in ("defense", "defense_params", "da
 
 
 def write_plots(results_dir: Path) -> list[Path]:
+    """Regenerate the leaderboards and every figure; the paths written.
+
+    Everything that can be refused (a bad record, a bad sample, a `plots` that leads outside the
+    results dir) is checked before the first file is written.
+    """
     results_dir = Path(results_dir)
     out_dir = results_dir / "plots"
+    runs = load_runs(results_dir)
+    grids = _grid_inputs(results_dir, runs)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise BenchError(f"{out_dir} is not a directory inside {results_dir} (a symlink or a file): the plots are "
+                         "written only there; remove it")
+    tables = write_leaderboards(results_dir, runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = write_leaderboards(results_dir)
     written = []
-    if not tables["agg"].empty:
-        written += [_tradeoff(tables["worst"], out_dir / "tradeoff.png"),
-                    _attackers(tables["agg"], out_dir / "attackers.png")]
-        written += _sweeps(tables["long"], tables["agg"], out_dir)
-    written += _grids(results_dir, out_dir)
-    plt.close("all")
+    try:
+        if not tables["agg"].empty:
+            written += [_tradeoff(tables["worst"], plot_path(out_dir, "tradeoff")),
+                        _attackers(tables["agg"], plot_path(out_dir, "attackers"))]
+            written += _sweeps(tables["long"], tables["agg"], out_dir)
+        written += _grids(grids, out_dir)
+    finally:
+        plt.close("all")
     return [p for p in written if p is not None]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]+")
+
+
+def slug(text) -> str:
+    """`text` as one safe file-name component: itself when it already is one (`fashion-mnist`,
+    `lam`), else its safe characters and a short hash of the original (`../../x` -> `x-9cdf6a50`,
+    `a/b` -> `a_b-c14cddc0`), so two names never share a slug and nothing like `..` or `/` survives."""
+    text = str(text)
+    safe = _UNSAFE.sub("_", text).strip("._-")[:60]
+    if safe == text and text:
+        return text
+    return (safe + "-" if safe else "") + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def plot_path(out_dir: Path, *parts) -> Path:
+    """`out_dir/<part>-<part>-....png`, every part a `slug`; refused if it could lie anywhere but in `out_dir`."""
+    name = "-".join(slug(p) for p in parts) + ".png"
+    path = Path(out_dir) / name
+    if path.parent != Path(out_dir) or path.name != name or name.startswith("."):
+        raise BenchError(f"refusing to write plot {name!r}: not a plain file name in {out_dir}")
+    return path
+
+
+def _save(fig, path: Path, **kwargs) -> Path:
+    """The figure as PNG at `path`, atomically; a symlink there is replaced, not followed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def _tradeoff(worst, path: Path) -> Path | None:
@@ -77,8 +131,7 @@ def _tradeoff(worst, path: Path) -> Path | None:
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("Utility vs leakage (better: right and low)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 def _attackers(agg, path: Path) -> Path | None:
@@ -110,7 +163,8 @@ def _attackers(agg, path: Path) -> Path | None:
             # Chance (majority class) of each attacker's task: what accuracy means nothing above.
             chance = agg[(agg.dataset == ds) & (agg.metric == "chance") & (agg.defense == "identity")]
             chance = chance.assign(who=_attacker_labels(chance))
-            level = chance.set_index("who")["mean"].reindex(whos)
+            # Several identity configurations (e.g. capped and uncapped) share one attacker label: one level each.
+            level = chance.groupby("who")["mean"].mean().reindex(whos)
             ax.hlines(level, np.arange(len(whos)) - 0.4, np.arange(len(whos)) + 0.4, colors="black",
                       linestyles="dashed", label="chance")
         ax.set_xticks(np.arange(len(whos)), whos, rotation=15)
@@ -118,8 +172,7 @@ def _attackers(agg, path: Path) -> Path | None:
         ax.set_title(f"{ds}: per attacker, mean over seeds with 95 % CI")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)
 
 
 def _attacker_labels(rows) -> list[str]:
@@ -128,13 +181,19 @@ def _attacker_labels(rows) -> list[str]:
                                                                         rows.attack_task)]
 
 
-def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
-    """One grid per dataset from the inversion runs' saved samples (lowest seed per configuration)."""
-    chosen: dict[str, dict[str, Path]] = {}
-    for r in sorted(load_runs(results_dir), key=lambda r: r["spec"]["seed"]):
+SAMPLE_KINDS = ("original", "released", "inverted")
+
+
+def _grid_inputs(results_dir: Path, runs: list[dict]) -> dict[str, dict[tuple, dict]]:
+    """dataset -> (setting, order, label) -> arrays, from the inversion runs' saved samples
+    (lowest seed per configuration). A sample that cannot be read is refused, naming it."""
+    chosen: dict[str, dict[tuple, Path]] = {}
+    samples_dir = results_dir / "samples"
+    for r in sorted(runs, key=lambda r: r["spec"]["seed"]):
         s = r["spec"]
-        sample = results_dir / "samples" / f"{r['run_id']}.npz"
-        if r["status"] != "ok" or s["attacker"] != "inversion" or not sample.exists():
+        # The run_id is a validated hash (`validate_record`): the name cannot lead out of samples/.
+        sample = samples_dir / f"{r['run_id']}.npz"
+        if r["status"] != "ok" or s["attacker"] != "inversion" or not (sample.exists() or sample.is_symlink()):
             continue
         setting = setting_label(s.get("eval_split", "test"), s.get("max_release"))
         params = recorded_params(s["defense"], s["defense_params"])
@@ -142,18 +201,44 @@ def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
         # Grouped by setting first: configurations scored on the same test images share one originals row.
         key = (setting, _config_order(s["defense"], params), label)
         chosen.setdefault(s["dataset"], {}).setdefault(key, sample)
+    return {ds: {key: _read_sample(sample) for key, sample in configs.items()} for ds, configs in chosen.items()}
+
+
+def _read_sample(path: Path) -> dict:
+    """The image arrays of one saved sample (`pipeline.save_samples`), or a BenchError naming the file."""
+    fix = "delete it (the run's numbers stay; its grid row goes)"
+    try:
+        if path.is_symlink() and path.parent.resolve() not in path.resolve().parents:
+            raise BenchError(f"sample file {path} is a symlink to {path.resolve()}, outside {path.parent}; {fix}")
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in SAMPLE_KINDS if k in z.files}
+    except BenchError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BenchError(f"corrupt sample file {path}: {reason}; {fix}") from None
+    if "original" not in arrays:
+        raise BenchError(f"corrupt sample file {path}: no `original` images; {fix}")
+    for k, a in arrays.items():
+        if a.dtype != np.uint8 or a.ndim != 4 or a.shape[1] not in (1, 3) or not len(a):
+            raise BenchError(f"corrupt sample file {path}: `{k}` is {a.dtype} of shape {a.shape}, not uint8 "
+                             f"images (n, 1 or 3, h, w); {fix}")
+    return arrays
+
+
+def _grids(chosen: dict[str, dict[tuple, dict]], out_dir: Path) -> list[Path]:
+    """One grid per dataset: originals, then what each configuration releases and the inversion recovers."""
     paths = []
     for ds, configs in sorted(chosen.items()):
         rows, shown = [], None
-        for (setting, _, label), sample in sorted(configs.items()):
-            with np.load(sample, allow_pickle=False) as z:
-                # A capped release scores another subset of test: its originals get their own row.
-                if shown is None or not np.array_equal(z["original"], shown):
-                    shown = z["original"]
-                    rows.append((f"original{setting}", shown))
-                for kind in ("released", "inverted"):
-                    if kind in z.files:
-                        rows.append((f"{kind}\n{label}", z[kind]))
+        for (setting, _, label), z in sorted(configs.items(), key=lambda kv: kv[0]):
+            # A capped release scores another subset of test: its originals get their own row.
+            if shown is None or not np.array_equal(z["original"], shown):
+                shown = z["original"]
+                rows.append((f"original{setting}", shown))
+            for kind in ("released", "inverted"):
+                if kind in z:
+                    rows.append((f"{kind}\n{label}", z[kind]))
         n = max(len(a) for _, a in rows)
         fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n + 1.5, 1.3 * len(rows)), squeeze=False)
         for i, (title, arr) in enumerate(rows):
@@ -167,9 +252,7 @@ def _grids(results_dir: Path, out_dir: Path) -> list[Path]:
         fig.suptitle(f"{ds}: test images, what each defense releases, and the inversion attacker's reconstruction",
                      fontsize=9)
         fig.tight_layout()
-        path = out_dir / f"grid-{ds}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        paths.append(path)
+        paths.append(_save(fig, plot_path(out_dir, "grid", ds), bbox_inches="tight"))
     return paths
 
 
@@ -221,7 +304,7 @@ def _sweeps(long, agg, out_dir: Path) -> list[Path]:
         for param, lines in _sweep_lines(group).items():
             seeds, line_agg = _on_common_seeds(long[long.dataset == ds], defense, lines)
             paths.append(_sweep_figure(line_agg, ds, defense, param, lines, seeds,
-                                       out_dir / f"sweep-{ds}-{defense}-{param}.png"))
+                                       plot_path(out_dir, "sweep", ds, defense, param)))
     return [p for p in paths if p is not None]
 
 
@@ -328,5 +411,4 @@ def _sweep_figure(agg, ds: str, defense: str, param: str, lines: list[dict], see
     on = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {', '.join(map(str, seeds))}, 95 % CI"
     fig.suptitle(f"{ds}: {defense} over {param} ({on}: the seeds every point has)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path)

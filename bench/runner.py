@@ -50,7 +50,7 @@ from bench.errors import BenchError, NotApplicable
 from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, forget_loaded_data, released_splits, run_attack,
                             save_samples)
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
-from bench.results import load_runs, read_run, write_run
+from bench.results import check_planned, load_runs, read_run, write_run
 from bench.runspec import RunSpec
 from bench.storage import digest_json
 from bench.training import resolve_device
@@ -121,8 +121,10 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
     env = replace(env, results_dir=Path(env.results_dir).resolve())
     # Every existing record is read before any work: a corrupt one stops the sweep now, not hours
     # later when the leaderboard is regenerated.
-    load_runs(env.results_dir)
+    runs = load_runs(env.results_dir)
     identity, others = plan(specs)
+    # A planned run that would count as a second record of one configuration and seed stops here too.
+    check_planned(runs, identity + others, env.results_dir)
     # The data as it is now: a record or artifact computed on other content is never reused.
     forget_loaded_data()
     digests = {s.run_id: data_digest(s, env.data_dir) for s in identity + others}
