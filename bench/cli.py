@@ -3,36 +3,85 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import textwrap
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from bench.errors import BenchError
 
 DEFAULT_ATTACKERS = "all"
+# Sane bounds of one command: past them the input is a typo (0-99999999), not a sweep.
+MAX_SEEDS = 1000
+MAX_SEED = 2**32 - 1          # what every RNG the plugins use (torch, numpy) accepts as a seed
+MAX_JOBS = 1024
+MAX_TIMEOUT_S = 7 * 24 * 3600  # one week
+MAX_RUNS = 10_000
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: the sweep shuts down exactly as on Ctrl-C."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
+    with _sigterm_interrupts():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        try:
+            return args.func(args)
+        except BenchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt as e:
+            print("interrupted: finished runs are saved; the same command resumes", file=sys.stderr)
+            return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread.
+
+    So a sweep stopped by `kill`, a scheduler or a container runtime ends its workers (joblib aborts
+    the pool on any BaseException), keeps every finished record and exits 143, as Ctrl-C does (130).
+    Only the first SIGTERM interrupts: further ones while shutting down are ignored, so they cannot
+    break the cleanup. The previous handler is restored on exit; outside the main thread nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def on_sigterm(signum, frame):
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return args.func(args)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are saved; the same command resumes", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        # None: a handler installed from C, which Python cannot reinstate; the default is the closest.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own errors: one line, exit 2, like ours
         self.exit(2, f"error: {message} (see `python -m bench {self.prog.split()[-1]} --help`)\n")
+
+
+def _dir_arg(text: str) -> Path:
+    """A directory option's value: never empty (Path("") would silently mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty; give a directory, e.g. results")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds each job (a defense's preparation, an attack) may take before it is recorded "
                         "as failed (default: no limit; local backend only)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    r.add_argument("--results-dir", type=Path, default=Path("results"), help="default results/")
-    r.add_argument("--data-dir", type=Path, help="where datasets live (else $BENCH_DATA_DIR, then each loader's default)")
+    r.add_argument("--results-dir", type=_dir_arg, default=Path("results"), help="default results/")
+    r.add_argument("--data-dir", type=_dir_arg,
+                   help="where datasets live (else $BENCH_DATA_DIR, then each loader's default)")
     r.add_argument("--no-plots", action="store_true", help="skip writing plots after the run")
     r.set_defaults(func=cmd_run)
 
@@ -72,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_list)
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard CSVs from results/runs and print them")
-    lb.add_argument("--results-dir", type=Path, default=Path("results"))
+    lb.add_argument("--results-dir", type=_dir_arg, default=Path("results"))
     lb.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for READMEs and papers)")
     lb.set_defaults(func=cmd_leaderboard)
 
@@ -82,33 +132,49 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="write the trade-off, per-attacker and image-grid plots")
-    pl.add_argument("--results-dir", type=Path, default=Path("results"))
+    pl.add_argument("--results-dir", type=_dir_arg, default=Path("results"))
     pl.set_defaults(func=cmd_plot)
     return p
 
 
 def parse_seeds(text: str) -> list[int]:
-    seeds = []
+    ranges = []
     try:
         for part in text.split(","):
             lo, dash, hi = part.partition("-")
-            if dash and int(hi) < int(lo):
+            lo, hi = int(lo), int(hi) if dash else int(lo)
+            if hi < lo:
                 raise BenchError(f"--seeds {text!r}: the range {part.strip()} is empty (write low-high, e.g. "
-                                 f"{hi.strip()}-{lo.strip()})")
-            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+                                 f"{hi}-{lo})")
+            ranges.append((lo, hi))
     except ValueError:
         raise BenchError(f"--seeds {text!r}: expected integers like 0 or 0,1,2 or 0-2") from None
-    if not seeds or any(s < 0 for s in seeds):
+    if not ranges or any(lo < 0 for lo, _ in ranges):
         raise BenchError(f"--seeds {text!r}: expected non-negative integers")
-    return sorted(set(seeds))
+    if any(hi > MAX_SEED for _, hi in ranges):
+        raise BenchError(f"--seeds {text!r}: a seed is at most {MAX_SEED} (2**32 - 1)")
+    # Counted before any range is expanded: 0-99999999 is refused, not built.
+    n = sum(hi - lo + 1 for lo, hi in ranges)
+    if n > MAX_SEEDS:
+        raise BenchError(f"--seeds {text!r} gives {n} seeds; at most {MAX_SEEDS} in one command")
+    return sorted({s for lo, hi in ranges for s in range(lo, hi + 1)})
 
 
 def pick(registry, text: str) -> list[str]:
-    names = registry.names() if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    """The plugins `text` names. `all` means every plugin that loads: a broken one (its package fails to
+    import) is skipped with a one-line warning; naming a broken or unknown plugin is an error."""
+    if text.strip() == "all":
+        names, broken = registry.usable()
+        for why in broken.values():
+            print(f"warning: skipping {why}", file=sys.stderr)
+        if not names:
+            raise BenchError(f"no usable {registry.kind}: every one registered is broken")
+        return names
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise BenchError(f"no {registry.kind} given; valid choices: {', '.join(registry.names())}")
     for n in names:
-        registry.get(n)  # raises the 'unknown ... valid choices' error
+        registry.get(n)  # raises the 'unknown ... valid choices' or the broken plugin's error
     return names
 
 
@@ -118,7 +184,7 @@ def plan_specs(args) -> list:
     from bench.presets import get_preset
     from bench.registry import ATTACKERS, DATASETS, DEFENSES
     from bench.runspec import RunSpec
-    from bench.sweep import configurations, parse_sets
+    from bench.sweep import configurations, count_configurations, parse_sets
     from bench.models import ARCHS
     from bench.errors import unknown
     from bench.training import resolve_device
@@ -130,12 +196,15 @@ def plan_specs(args) -> list:
         raise unknown("--eval-split", args.eval_split, ("test", "val"))
     if args.max_release is not None and args.max_release < 1:
         raise BenchError(f"--max-release {args.max_release}: must be >= 1")
-    if args.jobs < 1:
-        raise BenchError(f"--jobs {args.jobs}: must be >= 1")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise BenchError(f"--jobs {args.jobs}: must be between 1 and {MAX_JOBS}")
     if args.backend not in ("loky", "dask"):
         raise unknown("backend", args.backend, ("loky", "dask"))
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise BenchError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+        raise BenchError(f"--timeout {args.timeout:g}: must be a positive, finite number of seconds")
+    if args.timeout is not None and args.timeout > MAX_TIMEOUT_S:
+        raise BenchError(f"--timeout {args.timeout:g}: must be at most {MAX_TIMEOUT_S} seconds (one week); "
+                         "drop --timeout for no limit")
     if args.timeout is not None and args.backend == "dask":
         raise BenchError("--timeout cannot interrupt Dask jobs (they run in worker threads, out of SIGALRM's "
                          "reach); drop --timeout or use --backend loky")
@@ -148,9 +217,16 @@ def plan_specs(args) -> list:
     seeds = parse_seeds(args.seeds)
     registries = {**{d: DEFENSES for d in defenses}, **{a: ATTACKERS for a in attackers}, args.dataset: DATASETS}
     sets = parse_sets(args.sets, registries)
-    ds_configs = configurations(DATASETS, args.dataset, sets.get(args.dataset, {}))
-    if len(ds_configs) > 1:
+    # Counted before anything is expanded or loaded: a sweep too large to mean is refused at once.
+    if count_configurations(sets.get(args.dataset, {})) > 1:
         raise BenchError(f"--set {args.dataset}.*: sweeping dataset options is not supported; give one value")
+    n_runs = (sum(count_configurations(sets.get(d, {})) for d in defenses)
+              * sum(count_configurations(sets.get(a, {})) for a in attackers) * len(seeds))
+    if n_runs > MAX_RUNS:
+        raise BenchError(f"this command plans {n_runs} runs ({len(defenses)} defense(s) x {len(attackers)} "
+                         f"attacker(s) with their --set sweeps x {len(seeds)} seed(s)); at most {MAX_RUNS} in one "
+                         "command: split the sweep")
+    ds_configs = configurations(DATASETS, args.dataset, sets.get(args.dataset, {}))
     ds_params = ds_configs[0]
     data = load_dataset(args.dataset, tuple(sorted(ds_params.items())), str(args.data_dir) if args.data_dir else None)
     target_task = data.check_task(args.target_task or data.default_task)
@@ -184,12 +260,18 @@ def plan_specs(args) -> list:
                                              preset=args.preset, eval_split=args.eval_split,
                                              defense_params=d_params, attacker_params=a_params,
                                              dataset_params=ds_params, max_release=release_cap))
-    return specs
+    # `--set x.p=1,1.0` names one configuration twice: it is one run.
+    return list({s.run_id: s for s in specs}.values())
 
 
 def cmd_run(args) -> int:
     from bench.runner import Env, execute
+    from bench.storage import check_writable_dir
 
+    # Before any work: a results dir that is a file, lies under one or cannot be written would
+    # otherwise fail only when the first run finishes.
+    check_writable_dir(args.results_dir, "--results-dir")
+    check_writable_dir(args.results_dir / "runs", "--results-dir")
     specs = plan_specs(args)
     env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
               device=args.device, jobs=args.jobs, timeout=args.timeout)
@@ -237,6 +319,10 @@ def cmd_list(args) -> int:
     for title, reg in (("defenses", DEFENSES), ("attackers", ATTACKERS), ("datasets", DATASETS)):
         print(f"{title}:")
         for name in reg.names():
+            why = reg.broken(name)
+            if why is not None:  # one line; the other plugins are listed as usual
+                print(f"  {name} [broken]: {why}")
+                continue
             cls = reg.get(name)
             extra = f" [{cls.knowledge}]" if hasattr(cls, "knowledge") else ""
             extra += f" releases {cls.releases}" if hasattr(cls, "releases") else ""

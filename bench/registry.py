@@ -4,6 +4,11 @@ Built-ins are declared in this project's pyproject.toml exactly as a third-party
 package would declare its own, so `bench list` shows both and nothing here
 needs to change when someone adds a defense. A plugin module is imported only
 when it is named.
+
+A plugin that cannot be used (its module fails to import, its entry point is no
+class, or a hyperparameter has no default) is *broken*: naming it is an error
+that names its distribution and the cause, `bench list` shows it as broken, and
+`all` skips it (`usable`), so one bad package never takes the others down.
 """
 from __future__ import annotations
 
@@ -36,9 +41,41 @@ class Registry:
         return sorted(self._entries)
 
     def get(self, name: str) -> type:
+        """The plugin's class; BenchError when the name is unknown or the plugin is broken."""
         if name not in self._entries:
             raise unknown(self.kind, name, self._entries)
-        return self._entries[name].load()
+        ep = self._entries[name]
+        where = f"{self.kind} {name!r} (distribution {_dist(ep)}, entry point {ep.value})"
+        try:
+            cls = ep.load()
+        except (Exception, SystemExit) as e:  # ImportError, SyntaxError, whatever the module raises at import
+            raise BenchError(f"{where} fails to import: {_one_line(e)}") from None
+        if not isinstance(cls, type):
+            raise BenchError(f"{where} is not a class but {type(cls).__name__} {cls!r}")
+        try:
+            hparams_of(cls)
+        except BenchError as e:
+            raise BenchError(f"{where}: {e}") from None
+        return cls
+
+    def broken(self, name: str) -> str | None:
+        """Why the plugin cannot be used (the `get` error), or None when it can."""
+        try:
+            self.get(name)
+        except BenchError as e:
+            return str(e)
+        return None
+
+    def usable(self) -> tuple[list[str], dict[str, str]]:
+        """(names of the plugins that load, {name: why} for the broken ones): what `all` means."""
+        ok, bad = [], {}
+        for name in self.names():
+            why = self.broken(name)
+            if why is None:
+                ok.append(name)
+            else:
+                bad[name] = why
+        return ok, bad
 
     def source(self, name: str) -> str:
         ep = self._entries[name]
@@ -60,15 +97,25 @@ class Registry:
 
 
 def hparams_of(cls: type) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)
+    """{parameter: default} of `cls.__init__`; BenchError naming the class when one has no default."""
+    where = f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)}"
+    try:
+        sig = inspect.signature(cls.__init__)
+    except (TypeError, ValueError) as e:
+        raise BenchError(f"{where}.__init__ has no readable signature: {_one_line(e)}") from None
     out = {}
     for p in sig.parameters.values():
         if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         if p.default is p.empty:
-            raise TypeError(f"{cls.__name__}.__init__ parameter {p.name!r} needs a default")
+            raise BenchError(f"{where}.__init__ hyperparameter {p.name!r} has no default (every hyperparameter "
+                             "needs one, so that the plugin runs without --set)")
         out[p.name] = p.default
     return out
+
+
+def _one_line(e: BaseException) -> str:
+    return (f"{type(e).__name__}: {e}".strip().splitlines() or [type(e).__name__])[0]
 
 
 def coerce(value: Any, default: Any, where: str) -> Any:

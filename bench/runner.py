@@ -52,7 +52,7 @@ from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, forget_loaded_d
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
 from bench.results import check_planned, load_runs, read_run, write_run
 from bench.runspec import RunSpec
-from bench.storage import digest_json
+from bench.storage import StorageError, digest_json
 from bench.training import resolve_device
 
 FINISHED = ("ok", "not_applicable")
@@ -277,6 +277,8 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
                 stage.released(defense, split)
     except TimedOut as e:
         return str(e), traceback.format_exc()
+    except StorageError:  # a full disk is the machine's fault, not the defense's: stop the sweep
+        raise
     except Exception as e:
         return _reason(e), traceback.format_exc()
     return None
@@ -352,6 +354,8 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
     except TimedOut as e:
         reason = str(e)
         record.update(status="failed", reason=reason, traceback=traceback.format_exc(), metrics={})
+    except StorageError:
+        raise
     except Exception as e:
         reason = _reason(e)
         record.update(status="failed", reason=reason, traceback=traceback.format_exc(), metrics={})

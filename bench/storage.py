@@ -3,7 +3,11 @@
 Every write goes to a temporary file in the same directory and is renamed into
 place, so a reader sees the old file or the new one, never half of one. Tensor
 files get a sidecar `<file>.sha256`; a load that does not match it is treated as
-absent (and reported), so a file cut short by a kill is rebuilt, never loaded.
+absent (and reported), so a file cut short by a kill is rebuilt, never loaded;
+so is one that matches its checksum but still cannot be loaded.
+
+A write the filesystem refuses (full disk, quota, read-only, permissions) is a
+`StorageError`: one line naming the file, and no partial file left in its place.
 """
 from __future__ import annotations
 
@@ -18,6 +22,18 @@ from typing import Any
 
 import torch
 
+from bench.errors import BenchError
+
+
+class StorageError(BenchError):
+    """The filesystem refused a write (no space left, quota, read-only, permissions, not a directory)."""
+
+
+def _storage_error(e: OSError, action: str, path) -> StorageError:
+    """'no space left on device writing results/runs/x.json' from the OSError of that write."""
+    reason = e.strerror or (os.strerror(e.errno) if e.errno else None) or type(e).__name__
+    return StorageError(f"{reason[:1].lower()}{reason[1:]} {action} {path}")
+
 
 def cache_root() -> Path:
     """`$BENCH_CACHE`, else `~/.cache/bench`."""
@@ -25,9 +41,13 @@ def cache_root() -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file and a rename; StorageError (naming `path`) when refused."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _storage_error(e, "writing", path) from e
     try:
         # mkstemp makes the file owner-only; give it the permissions any new file gets (umask), so a
         # results/ directory or cache shared by a group stays readable to it.
@@ -37,9 +57,46 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _storage_error(e, "writing", path) from e
         raise
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """StorageError unless `path` is a directory this process can create files in, or can be created.
+
+    Nothing is left behind: a directory that does not exist yet is not created; its nearest existing
+    ancestor is probed instead (a file created and removed at once).
+    """
+    path = Path(path)
+    if str(path) == "":
+        raise StorageError(f"{option} is empty; give a directory, e.g. {option} results")
+    if path.is_symlink() and not path.exists():
+        raise StorageError(f"{option} {path} is a broken symbolic link (to {os.readlink(path)})")
+    probe = path
+    while not probe.exists() and not probe.is_symlink():
+        if probe.parent == probe:  # pragma: no cover - the root always exists
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is" if probe == path else f"lies under {probe}, which is"
+        raise StorageError(f"{option} {path} {where} not a directory")
+    try:
+        _probe_write(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise StorageError(f"{option} {path} cannot be written: creating a file in {probe} fails "
+                           f"({reason[:1].lower()}{reason[1:]})") from None
+
+
+def _probe_write(directory: Path) -> None:
+    """Create and remove a file in `directory`: the only check that asks the filesystem itself
+    (os.access trusts mode bits, which root ignores and which say nothing of read-only mounts)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bench-probe.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _read_umask() -> int:
@@ -71,13 +128,24 @@ def load_tensors(path: Path) -> Any | None:
     path = Path(path)
     if not path.exists():
         return None
-    data = path.read_bytes()
-    sidecar = _sidecar(path)
-    expected = sidecar.read_text().strip() if sidecar.exists() else None
+    try:
+        data = path.read_bytes()
+        sidecar = _sidecar(path)
+        expected = sidecar.read_text().strip() if sidecar.exists() else None
+    except (OSError, UnicodeDecodeError) as e:
+        warnings.warn(f"cache file {path} cannot be read ({type(e).__name__}: {e}); rebuilding it",
+                      RuntimeWarning, stacklevel=2)
+        return None
     if expected != hashlib.sha256(data).hexdigest():
         warnings.warn(f"cache file {path} fails its checksum; rebuilding it", RuntimeWarning, stacklevel=2)
         return None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # a sidecar recomputed over garbage, a file from an incompatible torch, ...
+        first = (str(e).strip().splitlines() or [""])[0]
+        warnings.warn(f"cache file {path} matches its checksum but cannot be loaded ({type(e).__name__}: "
+                      f"{first}); rebuilding it", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def file_digest(*paths: Path) -> str:

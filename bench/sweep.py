@@ -8,8 +8,12 @@ from bench.registry import Registry, coerce, hparams_of
 
 
 def parse_sets(items: list[str], plugin_names: dict[str, Registry]) -> dict[str, dict[str, list[str]]]:
-    """{'vfc': {'beta': ['0.01', '0.1']}} from ['vfc.beta=0.01,0.1']; plugin names must be in the run."""
+    """{'vfc': {'beta': ['0.01', '0.1']}} from ['vfc.beta=0.01,0.1']; plugin names must be in the run.
+
+    A key given twice is refused (never silently the last one): a sweep is one `--set` with a list.
+    """
     out: dict[str, dict[str, list[str]]] = {}
+    given: dict[tuple[str, str], str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         plugin, dot, param = name.partition(".")
@@ -18,8 +22,20 @@ def parse_sets(items: list[str], plugin_names: dict[str, Registry]) -> dict[str,
         if plugin not in plugin_names:
             raise BenchError(f"--set {item!r}: {plugin!r} is not a defense, attacker or dataset of this run; "
                              f"valid choices: {', '.join(sorted(plugin_names))}")
+        if (plugin, param) in given:
+            raise BenchError(f"--set {name} is given twice ({given[plugin, param]!r} and {value!r}); give it once, "
+                             f"with comma-separated values to sweep them (--set {name}={given[plugin, param]},{value})")
+        given[plugin, param] = value
         out.setdefault(plugin, {})[param] = value.split(",")
     return out
+
+
+def count_configurations(sets: dict[str, list[str]]) -> int:
+    """How many configurations `configurations` would make of these `--set` values, without making them."""
+    n = 1
+    for values in sets.values():
+        n *= len(values)
+    return n
 
 
 def configurations(registry: Registry, name: str, sets: dict[str, list[str]],
