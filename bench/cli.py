@@ -180,7 +180,7 @@ def pick(registry, text: str) -> list[str]:
 
 def plan_specs(args) -> list:
     """Validate every input and expand the command into RunSpecs; nothing is written here."""
-    from bench.pipeline import load_dataset
+    from bench.pipeline import forget_loaded_data, load_dataset
     from bench.presets import get_preset
     from bench.registry import ATTACKERS, DATASETS, DEFENSES
     from bench.runspec import RunSpec
@@ -190,6 +190,7 @@ def plan_specs(args) -> list:
     from bench.training import resolve_device
 
     preset = get_preset(args.preset)
+    forget_loaded_data()  # tasks and classes as the data holds them now, not as an earlier command saw them
     args.dataset = args.dataset or preset.dataset or "fashion-mnist"
     resolve_device(args.device)
     if args.eval_split not in ("test", "val"):

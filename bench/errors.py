@@ -19,6 +19,11 @@ class NotApplicable(Exception):
     """
 
 
+def one_line(e: BaseException) -> str:
+    """`Type: message`, cut to its first line: how a failure is named in a record or an error line."""
+    return (f"{type(e).__name__}: {e}".strip().splitlines() or [type(e).__name__])[0]
+
+
 def unknown(kind: str, value: object, choices) -> BenchError:
     """The standard 'unknown X' error, listing every valid choice."""
     valid = ", ".join(sorted(map(str, choices))) or "(none)"

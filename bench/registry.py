@@ -17,7 +17,7 @@ from functools import cached_property
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, one_line, unknown
 
 
 class Registry:
@@ -49,7 +49,7 @@ class Registry:
         try:
             cls = ep.load()
         except (Exception, SystemExit) as e:  # ImportError, SyntaxError, whatever the module raises at import
-            raise BenchError(f"{where} fails to import: {_one_line(e)}") from None
+            raise BenchError(f"{where} fails to import: {one_line(e)}") from None
         if not isinstance(cls, type):
             raise BenchError(f"{where} is not a class but {type(cls).__name__} {cls!r}")
         try:
@@ -102,7 +102,7 @@ def hparams_of(cls: type) -> dict[str, Any]:
     try:
         sig = inspect.signature(cls.__init__)
     except (TypeError, ValueError) as e:
-        raise BenchError(f"{where}.__init__ has no readable signature: {_one_line(e)}") from None
+        raise BenchError(f"{where}.__init__ has no readable signature: {one_line(e)}") from None
     out = {}
     for p in sig.parameters.values():
         if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
@@ -112,10 +112,6 @@ def hparams_of(cls: type) -> dict[str, Any]:
                              "needs one, so that the plugin runs without --set)")
         out[p.name] = p.default
     return out
-
-
-def _one_line(e: BaseException) -> str:
-    return (f"{type(e).__name__}: {e}".strip().splitlines() or [type(e).__name__])[0]
 
 
 def coerce(value: Any, default: Any, where: str) -> Any:

@@ -46,7 +46,7 @@ from joblib.parallel import BACKENDS, get_active_backend
 
 from bench import metrics as M
 from bench.artifacts import Artifacts
-from bench.errors import BenchError, NotApplicable
+from bench.errors import BenchError, NotApplicable, one_line
 from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, forget_loaded_data, released_splits, run_attack,
                             save_samples)
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
@@ -280,7 +280,7 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
     except StorageError:  # a full disk is the machine's fault, not the defense's: stop the sweep
         raise
     except Exception as e:
-        return _reason(e), traceback.format_exc()
+        return one_line(e), traceback.format_exc()
     return None
 
 
@@ -290,10 +290,6 @@ def _finished(record: dict | None, digest: str) -> bool:
     A record with no data digest (written before digests existed) counts as computed on other data.
     """
     return record is not None and record["status"] in FINISHED and record.get("data_digest") == digest
-
-
-def _reason(e: BaseException) -> str:
-    return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0]
 
 
 def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
@@ -357,7 +353,7 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
     except StorageError:
         raise
     except Exception as e:
-        reason = _reason(e)
+        reason = one_line(e)
         record.update(status="failed", reason=reason, traceback=traceback.format_exc(), metrics={})
     record.update(wall_s=time.perf_counter() - start, timestamp=datetime.now(timezone.utc).isoformat())
     write_run(env.results_dir, record)
