@@ -128,10 +128,11 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
     # The data as it is now: a record or artifact computed on other content is never reused.
     forget_loaded_data()
     digests = {s.run_id: data_digest(s, env.data_dir) for s in identity + others}
+    recorded = {r["run_id"]: r for r in runs}
     summary = Summary()
     todo, stale = [], []
     for s in identity + others:
-        record = read_run(env.results_dir, s.run_id)
+        record = recorded.get(s.run_id)
         if _finished(record, digests[s.run_id]):
             summary.add("skipped", s.label(), None)
         else:
