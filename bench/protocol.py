@@ -133,9 +133,11 @@ class Defense(Plugin):
             out = self._batched(self._release, (x, y), desc)
         where = f"defense {self.name} released"
         check_output(where, out, len(x), tuple(x.shape[1:]) if self.releases == "image" else None)
-        if self.releases == "image" and (out.min() < 0 or out.max() > 1):
-            raise ContractError(f"{where} images outside [0, 1] (min {out.min().item():.4g}, "
-                                f"max {out.max().item():.4g}); an image release must stay a valid image")
+        if self.releases == "image":
+            lo, hi = out.aminmax()
+            if lo < 0 or hi > 1:
+                raise ContractError(f"{where} images outside [0, 1] (min {lo.item():.4g}, max {hi.item():.4g}); "
+                                    "an image release must stay a valid image")
         return out
 
     def designated(self, released: torch.Tensor) -> torch.Tensor:

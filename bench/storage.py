@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 
 class StorageError(BenchError):
@@ -142,9 +142,8 @@ def load_tensors(path: Path) -> Any | None:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # a sidecar recomputed over garbage, a file from an incompatible torch, ...
-        first = (str(e).strip().splitlines() or [""])[0]
-        warnings.warn(f"cache file {path} matches its checksum but cannot be loaded ({type(e).__name__}: "
-                      f"{first}); rebuilding it", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"cache file {path} matches its checksum but cannot be loaded ({one_line(e)}); rebuilding it",
+                      RuntimeWarning, stacklevel=2)
         return None
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 from bench.errors import BenchError
 from bench.registry import Registry, coerce, hparams_of
@@ -13,7 +14,6 @@ def parse_sets(items: list[str], plugin_names: dict[str, Registry]) -> dict[str,
     A key given twice is refused (never silently the last one): a sweep is one `--set` with a list.
     """
     out: dict[str, dict[str, list[str]]] = {}
-    given: dict[tuple[str, str], str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         plugin, dot, param = name.partition(".")
@@ -22,20 +22,17 @@ def parse_sets(items: list[str], plugin_names: dict[str, Registry]) -> dict[str,
         if plugin not in plugin_names:
             raise BenchError(f"--set {item!r}: {plugin!r} is not a defense, attacker or dataset of this run; "
                              f"valid choices: {', '.join(sorted(plugin_names))}")
-        if (plugin, param) in given:
-            raise BenchError(f"--set {name} is given twice ({given[plugin, param]!r} and {value!r}); give it once, "
-                             f"with comma-separated values to sweep them (--set {name}={given[plugin, param]},{value})")
-        given[plugin, param] = value
+        if param in out.get(plugin, {}):
+            earlier = ",".join(out[plugin][param])
+            raise BenchError(f"--set {name} is given twice ({earlier!r} and {value!r}); give it once, "
+                             f"with comma-separated values to sweep them (--set {name}={earlier},{value})")
         out.setdefault(plugin, {})[param] = value.split(",")
     return out
 
 
 def count_configurations(sets: dict[str, list[str]]) -> int:
     """How many configurations `configurations` would make of these `--set` values, without making them."""
-    n = 1
-    for values in sets.values():
-        n *= len(values)
-    return n
+    return math.prod(len(values) for values in sets.values())
 
 
 def configurations(registry: Registry, name: str, sets: dict[str, list[str]],

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bench.errors import BenchError
+from bench.storage import file_digest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Larger images are refused before decoding: a few bytes of PNG can claim gigapixels (a
@@ -120,12 +121,9 @@ def files_digest(root: Path, paths: list[Path]) -> str:
     """
     h = hashlib.sha256()
     for p in paths:
-        inner = hashlib.sha256()
         try:
-            with open(p, "rb") as f:  # in chunks: hashlib.file_digest needs Python 3.11
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    inner.update(chunk)
+            inner = file_digest(p)
         except OSError as e:
             raise BenchError(f"cannot read {p}: {e}") from None
-        h.update(f"{Path(p).relative_to(root).as_posix()}\0{inner.hexdigest()}\n".encode())
+        h.update(f"{Path(p).relative_to(root).as_posix()}\0{inner}\n".encode())
     return h.hexdigest()
