@@ -96,6 +96,26 @@ def leakage(attack: float, chance_level: float, attack_on_identity: float) -> fl
     return (attack - chance_level) / denom
 
 
+# A private task this close to a function of the designated one cannot be hidden by any release
+# that keeps the designated task: it says nothing about a defense (DESIGN section 4).
+DERIVABLE_AT = 0.99
+
+
+def derivability(designated: torch.Tensor, private: torch.Tensor) -> float:
+    """The fraction of images whose private value is the most common one of their designated class:
+    how well the designated label alone predicts the private one (1.0: a function of it).
+
+    Computed on the owner's training labels, which is what the owner knows when choosing a task.
+    """
+    if len(designated) != len(private) or len(designated) == 0:
+        raise ValueError(f"derivability: {len(designated)} designated and {len(private)} private labels")
+    n_private = int(private.max()) + 1
+    counts = torch.zeros(int(designated.max()) + 1, n_private, dtype=torch.long)
+    counts.index_put_((designated.long(), private.long()), torch.ones_like(private, dtype=torch.long),
+                      accumulate=True)
+    return (counts.max(1).values.sum() / len(designated)).item()
+
+
 def suppression(utility: float, attack: float) -> float | None:
     return utility / attack if attack > 0 else None
 

@@ -265,6 +265,9 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
         y_attack = stage.labels("test", a_task)
         out.update(M.classifier_metrics(pred, y_attack))
         out["chance"] = M.chance(y_attack)
+        if a_task != t_task:
+            out["derivability"] = M.derivability(stage.labels("owner", t_task, full=True),
+                                                 stage.labels("owner", a_task, full=True))
     return out, extras
 
 

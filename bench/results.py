@@ -21,7 +21,7 @@ from bench.storage import atomic_write_bytes, atomic_write_json
 
 LONG_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset",
                 "target_task", "attack_task", "target_arch", "preset", "eval_split", "max_release", "seed",
-                "weak_attacker", "metric", "value"]
+                "weak_attacker", "derivable", "metric", "value"]
 # `max_release` (0 = no cap) keeps a capped identity twin apart from the uncapped identity runs:
 # they are scored on different test images.
 GROUP = ["defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset", "target_task",
@@ -75,6 +75,9 @@ def write_run(results_dir: Path, record: dict) -> None:
 
 # --- reading and validating run records -------------------------------------------------------
 STATUSES = ("ok", "failed", "not_applicable")
+# Flags every long-table row carries: an attacker too weak to calibrate, a private task derivable from
+# the designated one. Either keeps a row out of the worst case.
+BOOL_FLAGS = ("weak_attacker", "derivable")
 # RunSpec fields every record's spec holds (`RunSpec.to_dict` always writes them), and those it may leave out.
 SPEC_TEXT = ("defense", "attacker", "dataset", "target_task", "attack_task", "target_arch", "preset")
 SPEC_PARAMS = ("defense_params", "attacker_params", "dataset_params")
@@ -203,8 +206,8 @@ def validate_record(record, path: Path) -> dict:
     if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
         raise bad(f"spec.max_release is {_show(cap)}, not a positive integer")
     flags = record.get("flags", {})
-    if not isinstance(flags, dict) or not isinstance(flags.get("weak_attacker", False), bool):
-        raise bad(f"flags is {_show(flags)}, not an object with a boolean weak_attacker")
+    if not isinstance(flags, dict) or not all(isinstance(flags.get(k, False), bool) for k in BOOL_FLAGS):
+        raise bad(f"flags is {_show(flags)}, not an object with boolean {' and '.join(BOOL_FLAGS)}")
     for k in ("knowledge", "reason"):
         if k in record and not isinstance(record[k], str):
             raise bad(f"{k} is {_show(record[k])}, not text")
@@ -341,7 +344,7 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
         if r["status"] != "ok":
             continue
         base = {"run_id": r["run_id"], **_spec_columns(r["spec"]), "knowledge": r.get("knowledge", ""),
-                "weak_attacker": bool(r.get("flags", {}).get("weak_attacker", False))}
+                **{f: bool(r.get("flags", {}).get(f, False)) for f in BOOL_FLAGS}}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in sorted(r["metrics"].items())]
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
     return df.sort_values(["dataset", "defense", "defense_params", "attacker", "seed", "metric"], kind="stable",
@@ -351,13 +354,13 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     """mean, std, n and 95 % CI over seeds for every (configuration, attacker, metric)."""
     if long.empty:
-        return pd.DataFrame(columns=GROUP + ["weak_attacker", "metric", "mean", "std", "n", "ci95_low", "ci95_high"])
+        return pd.DataFrame(columns=GROUP + [*BOOL_FLAGS, "metric", "mean", "std", "n", "ci95_low", "ci95_high"])
     _check_seeds_counted_once(long)
     rows = []
     for key, g in long.groupby(GROUP + ["metric"], sort=True, dropna=False):
         v = g["value"].to_numpy()
         lo, hi = M.ci95(v)
-        rows.append({**dict(zip(GROUP + ["metric"], key)), "weak_attacker": bool(g["weak_attacker"].any()),
+        rows.append({**dict(zip(GROUP + ["metric"], key)), **{f: bool(g[f].any()) for f in BOOL_FLAGS},
                      "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v),
                      "ci95_low": lo, "ci95_high": hi})
     return pd.DataFrame(rows)
@@ -366,8 +369,9 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
 def worst_case(agg: pd.DataFrame) -> pd.DataFrame:
     """Per defense configuration: utility and the worst leakage over calibrated attackers.
 
-    A defense is ranked by its worst case; attackers flagged weak do not count,
-    and a configuration with only weak attackers gets no rank.
+    A defense is ranked by its worst case; attackers flagged weak do not count, nor do private
+    tasks flagged derivable (a function of the designated task: no release that keeps utility
+    can hide them), and a configuration with no other attacker gets no rank.
     """
     cols = CONFIG + ["utility_acc", "agreement", "worst_leakage", "worst_ci95_low", "worst_ci95_high",
                      "worst_attacker", "n_attackers", "n_seeds"]
@@ -377,7 +381,7 @@ def worst_case(agg: pd.DataFrame) -> pd.DataFrame:
     for key, g in agg.groupby(CONFIG, sort=True):
         util = g[g.metric == "utility_acc"]["mean"]
         agree = g[g.metric == "agreement"]["mean"]
-        leaks = g[(g.metric == "leakage") & ~g.weak_attacker]
+        leaks = g[(g.metric == "leakage") & ~g.weak_attacker & ~g.derivable]
         row = dict(zip(CONFIG, key), utility_acc=float(util.mean()) if len(util) else float("nan"),
                    agreement=float(agree.mean()) if len(agree) else float("nan"),
                    n_attackers=int(leaks.attacker.nunique()), n_seeds=int(g["n"].max()))
@@ -460,19 +464,23 @@ def read_long(path: Path) -> pd.DataFrame:
         raise BenchError(f"{path} is not a readable CSV: {reason}") from None
     if "max_release" not in df.columns:  # written before release caps existed: none was capped
         df["max_release"] = 0
+    if "derivable" not in df.columns:  # written before derivability was measured: nothing was flagged
+        df["derivable"] = False
     missing = set(LONG_COLUMNS) - set(df.columns)
     if missing:
         raise BenchError(f"{path} is not a long-format leaderboard: missing columns {sorted(missing)}")
     df["value"] = _numbers(df, "value", path, kind="a finite number")
     df["seed"] = _numbers(df, "seed", path, kind="a non-negative integer", integer=True)
     df["max_release"] = _numbers(df, "max_release", path, kind="a non-negative integer", integer=True)
-    if df["weak_attacker"].dtype != bool:
-        flags = df["weak_attacker"].astype(str).str.strip()
+    for flag in BOOL_FLAGS:
+        if df[flag].dtype == bool:
+            continue
+        flags = df[flag].astype(str).str.strip()
         bad = ~flags.isin(["True", "False"])
         if bad.any():
             i = int(bad.to_numpy().argmax())
-            raise BenchError(f"{path} row {i + 1}: weak_attacker is {flags.iloc[i]!r}, not True or False")
-        df["weak_attacker"] = flags == "True"
+            raise BenchError(f"{path} row {i + 1}: {flag} is {flags.iloc[i]!r}, not True or False")
+        df[flag] = flags == "True"
     for c in TEXT_COLUMNS:
         df[c] = df[c].astype(str)
     _check_seeds_counted_once(df, f"{path}: ")

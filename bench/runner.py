@@ -334,6 +334,8 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
             metrics["suppression"] = M.suppression(metrics["utility_acc"], metrics["attack_acc"])
         # A ratio with a zero denominator (an attacker at chance even with no defense) has no value:
         # it is flagged by name, never filled in.
+        if "derivability" in metrics:
+            flags["derivable"] = metrics["derivability"] >= M.DERIVABLE_AT
         undefined = sorted(k for k, v in metrics.items() if v is None)
         if undefined:
             flags["undefined"] = undefined

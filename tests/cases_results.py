@@ -155,6 +155,7 @@ BAD_RECORDS = {
     "seed a float": (mutated(_set("spec.seed", 1.5)), [BASE_NAME, "spec.seed"]),
     "defense not a name": (mutated(_set("spec.defense", ["identity"])), [BASE_NAME, "spec.defense"]),
     "flags not a dict": (mutated(_set("flags", "weak")), [BASE_NAME, "flags"]),
+    "derivable flag not a boolean": (mutated(_set("flags.derivable", "yes")), [BASE_NAME, "flags", "derivable"]),
     "file name is not its run_id": (_misnamed, ["renamed.json", f"rename it to {BASE_NAME}"]),
     "second file for one run_id": (_duplicate, ["duplicate", "copy of reference.json", REFERENCE_NAME]),
     # The spec edited by hand (seed 0 -> 3), run_id and file name left alone.

@@ -294,3 +294,32 @@ def test_records_written_before_a_hyperparameter_existed_keep_the_value_they_ran
             "preset": "default", "seed": 0}
     long = long_table([{"run_id": "x", "status": "ok", "spec": spec, "metrics": {"psnr": 20.0}}])
     assert config_label("arl", long.defense_params[0]) == "arl(private=half)"
+
+
+def test_derivability_tells_a_coarsening_from_an_independent_task():
+    from bench import metrics as M
+
+    g = torch.Generator().manual_seed(0)
+    designated = torch.randint(0, 10, (2000,), generator=g)
+    coarse = (designated >= 5).long()                     # e.g. CIFAR-10's vehicle: one value per class
+    independent = torch.randint(0, 2, (2000,), generator=g)  # e.g. an attribute unrelated to the class
+    assert M.derivability(designated, coarse) == 1.0 >= M.DERIVABLE_AT
+    assert M.derivability(designated, independent) < 0.6
+    noisy = coarse.clone()
+    noisy[:40] = 1 - noisy[:40]                           # 2 % of images break the rule
+    assert M.derivability(designated, noisy) == pytest.approx(0.98, abs=0.005)
+    assert M.derivability(designated, noisy) < M.DERIVABLE_AT
+
+
+def test_derivable_attackers_stay_in_the_tables_but_out_of_the_worst_case():
+    def run(attacker, task, leak, derivable):
+        r = _run("x", attacker, 0, {"leakage": leak, "utility_acc": 0.9})
+        r["spec"]["attack_task"] = task
+        r["flags"] = {"weak_attacker": False, "derivable": derivable}
+        return r
+
+    long = long_table([run("adaptive", "class", 0.4, False), run("attribute", "group", 0.99, True)])
+    agg = aggregate(long)
+    assert set(agg[agg.metric == "leakage"].attacker) == {"adaptive", "attribute"}
+    (row,) = worst_case(agg).itertuples()
+    assert row.worst_leakage == 0.4 and row.worst_attacker == "adaptive[class]" and row.n_attackers == 1
