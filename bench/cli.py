@@ -245,6 +245,7 @@ def plan_specs(args) -> list:
         if DEFENSES.get(d).costly_release:
             release_cap = args.max_release if args.max_release is not None else preset.max_costly_release
         for d_params in configurations(DEFENSES, d, sets.get(d, {}), plugin_defaults(d)):
+            DEFENSES.create(d, d_params)  # its own range checks, before any work
             for a in attackers:
                 a_cls = ATTACKERS.get(a)
                 if a_cls.uses_private_task:
@@ -255,6 +256,7 @@ def plan_specs(args) -> list:
                 else:
                     attack_task = target_task
                 for a_params in configurations(ATTACKERS, a, sets.get(a, {}), plugin_defaults(a)):
+                    ATTACKERS.create(a, a_params)
                     for seed in seeds:
                         specs.append(RunSpec(defense=d, attacker=a, dataset=args.dataset, target_task=target_task,
                                              attack_task=attack_task, target_arch=args.target_arch, seed=seed,

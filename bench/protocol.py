@@ -16,7 +16,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from bench.errors import ContractError
+from bench.errors import BenchError, ContractError
 from bench.training import TrainConfig, predict
 
 
@@ -75,6 +75,13 @@ class Plugin:
     # Hyperparameters added after results were recorded, with the value those older records had
     # implicitly (not necessarily today's default): `bench.results.recorded_params` fills them in.
     legacy_defaults: ClassVar[dict] = {}
+
+    def check_params(self) -> None:
+        """Raise `param_error` for a hyperparameter out of range; called by the registry when the plugin
+        is created, so a bad `--set` fails before any work. The default accepts everything."""
+
+    def param_error(self, param: str, requirement: str) -> BenchError:
+        return BenchError(f"--set {self.name}.{param}={getattr(self, param)!r}: {requirement}")
 
     def get_params(self) -> dict:
         sig = inspect.signature(type(self).__init__)

@@ -93,7 +93,12 @@ class Registry:
             if key not in valid:
                 raise unknown(f"hyperparameter for {self.kind} {name}", key, valid)
             params[key] = coerce(value, valid[key], f"{name}.{key}")
-        return cls(**params)
+        plugin = cls(**params)
+        # Plugins that declare ranges check them here, before any work (`Plugin.check_params`).
+        check = getattr(plugin, "check_params", None)
+        if callable(check):
+            check()
+        return plugin
 
 
 def hparams_of(cls: type) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from bench.protocol import Defense
 
 
 class Blur(Defense):
-    name = "blur"
+    name = "boxblur"
     description = "average-pool blur of the image"
     releases = "image"
 
@@ -33,20 +33,20 @@ def _distribution(root, name, entry_points):
 
 def test_third_party_defense_is_listed_and_runs(cli, tmp_path):
     site = tmp_path / "site"
-    env = _distribution(site, "mydefense", "[bench.defenses]\nblur = mydefense:Blur\n")
+    env = _distribution(site, "mydefense", "[bench.defenses]\nboxblur = mydefense:Blur\n")
     (site / "mydefense.py").write_text(PLUGIN)
     listed = cli("list", env_extra=env)
     assert listed.returncode == 0, listed.stderr
-    assert "blur releases image: average-pool blur" in listed.stdout and "kernel=3" in listed.stdout
+    assert "boxblur releases image: average-pool blur" in listed.stdout and "kernel=3" in listed.stdout
 
     res = tmp_path / "results"
-    run = cli("run", "--defense", "blur", "--attacker", "adaptive", "--dataset", "synthetic", "--preset", "smoke",
-              "--set", "blur.kernel=5", "--results-dir", res, "--no-plots", env_extra=env)
+    run = cli("run", "--defense", "boxblur", "--attacker", "adaptive", "--dataset", "synthetic", "--preset", "smoke",
+              "--set", "boxblur.kernel=5", "--results-dir", res, "--no-plots", env_extra=env)
     assert run.returncode == 0, run.stderr
     records = {json.loads(p.read_text())["spec"]["defense"]: json.loads(p.read_text())
                for p in (res / "runs").glob("*.json")}
-    assert set(records) == {"blur", "identity"}
-    assert records["blur"]["status"] == "ok" and records["blur"]["spec"]["defense_params"] == {"kernel": 5}
+    assert set(records) == {"boxblur", "identity"}
+    assert records["boxblur"]["status"] == "ok" and records["boxblur"]["spec"]["defense_params"] == {"kernel": 5}
 
 
 def test_duplicate_name_names_both_sources(cli, tmp_path):
