@@ -355,7 +355,7 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -
     from bench.results import config_label, setting_label, write_leaderboards
 
     tables = write_leaderboards(results_dir)
-    agg, worst = tables["agg"], tables["worst"]
+    agg, worst, top = tables["agg"], tables["worst"], tables["headline"]
     if agg.empty:
         print("leaderboard: no finished runs yet")
         return
@@ -376,22 +376,34 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -
     worst = worst.assign(config=[config_label(d, p) for d, p in zip(worst.defense, worst.defense_params)])
     worst = worst[["dataset", "config"] + [c for c in worst.columns if c not in ("dataset", "config", "defense", "defense_params")]]
     table = table.reset_index()
+    top = top.assign(worst_ci95=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "" for lo, hi in
+                                 zip(top.worst_ci95_low, top.worst_ci95_high)])
+    top = top[["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95",
+               "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage"]]
     if markdown:
         def md(df):  # tabulate leaves NaN as "nan"; a metric that does not apply is an empty cell
             return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="")
 
+        print("\nHeadline: per dataset, configurations within the utility floor evaluated against every attacker, "
+              "ranked by worst-case leakage (lower is better):\n")
+        print(md(top))
         print("\nPer attacker (mean over seeds):\n")
         print(md(table))
-        print("\nWorst case per defense (calibrated attackers only):\n")
+        print("\nWorst case per defense (calibrated attackers only; private tasks derivable from the designated one "
+              "left out):\n")
         print(md(worst))
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40,
                            "display.float_format", "{:.4f}".format):
         print("\nleaderboard (mean over seeds; results/leaderboard_agg.csv has std, n, ci95):")
         print(table.to_string(index=False))
-        print("\nworst case per defense (calibrated attackers only):")
+        print("\nworst case per defense (calibrated attackers only; derivable private tasks left out):")
         print(worst.to_string(index=False))
-    print(f"\nwritten: {results_dir}/leaderboard.csv, leaderboard_agg.csv, leaderboard_worst.csv")
+        print("\nheadline (ranked by worst case among configurations within the utility floor and run against "
+              "every attacker):")
+        print(top.to_string(index=False))
+    print(f"\nwritten: {results_dir}/leaderboard.csv, leaderboard_agg.csv, leaderboard_worst.csv, "
+          "leaderboard_headline.csv")
 
 
 def cmd_leaderboard(args) -> int:

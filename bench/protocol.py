@@ -106,6 +106,8 @@ class Defense(Plugin):
     # Release is expensive (e.g. per-image optimisation): runs release only a capped subset
     # of attacker/val/test (`Preset.max_costly_release`), and so do their identity twins.
     costly_release: ClassVar[bool] = False
+    # A trivial transform (noise, blur, ...): the floor of the headline ranking at matched utility.
+    baseline: ClassVar[bool] = False
 
     @property
     def needs_labels(self) -> bool:

@@ -412,13 +412,18 @@ def write_leaderboards(results_dir: Path, runs: list[dict] | None = None) -> dic
 
     `runs`: the records of `results_dir` if already loaded (`load_runs`), else they are loaded here.
     """
+    from bench.headline import headline
+
     results_dir = Path(results_dir)
-    long = long_table(load_runs(results_dir) if runs is None else runs)
+    runs = load_runs(results_dir) if runs is None else runs
+    long = long_table(runs)
     agg = aggregate(long)
     worst = worst_case(agg)
-    for name, df in (("leaderboard.csv", long), ("leaderboard_agg.csv", agg), ("leaderboard_worst.csv", worst)):
+    top = headline(worst, agg, runs)
+    for name, df in (("leaderboard.csv", long), ("leaderboard_agg.csv", agg), ("leaderboard_worst.csv", worst),
+                     ("leaderboard_headline.csv", top)):
         atomic_write_bytes(results_dir / name, df.to_csv(index=False, float_format="%.6g").encode())
-    return {"long": long, "agg": agg, "worst": worst}
+    return {"long": long, "agg": agg, "worst": worst, "headline": top}
 
 
 # Columns of a long leaderboard that hold text (compared as text when two leaderboards are merged).

@@ -12,6 +12,7 @@ class GaussianBlur(Defense):
     name = "blur"
     description = "baseline: Gaussian blur (sigma in pixels)"
     releases = "image"
+    baseline = True
 
     def __init__(self, sigma: float = 1.0):
         self.sigma = sigma

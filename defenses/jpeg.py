@@ -14,6 +14,7 @@ class JPEG(Defense):
     name = "jpeg"
     description = "baseline: JPEG re-encoding at a quality (1-95, lower is stronger)"
     releases = "image"
+    baseline = True
 
     def __init__(self, quality: int = 25):
         self.quality = quality

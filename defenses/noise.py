@@ -16,6 +16,7 @@ class GaussianNoise(Defense):
     name = "noise"
     description = "baseline: additive Gaussian noise (sigma on [0, 1] pixels), clipped to [0, 1]"
     releases = "image"
+    baseline = True
 
     def __init__(self, sigma: float = 0.2):
         self.sigma = sigma

@@ -10,6 +10,7 @@ class Pixelate(Defense):
     name = "pixelate"
     description = "baseline: pixelation (each block x block square replaced by its mean)"
     releases = "image"
+    baseline = True
 
     def __init__(self, block: int = 2):
         self.block = block

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 
-TABLES = ("leaderboard.csv", "leaderboard_agg.csv", "leaderboard_worst.csv")
+TABLES = ("leaderboard.csv", "leaderboard_agg.csv", "leaderboard_worst.csv", "leaderboard_headline.csv")
 RESULT_DIRS = [d for d in (REPO / "results", REPO / "results" / "tuning") if (d / "runs").is_dir()]
 
 

@@ -1,0 +1,85 @@
+"""The headline ranking: per dataset, the defense configurations a paper would compare.
+
+A configuration is ranked when its utility is at least `floor` x its designated model's
+clean accuracy and it was evaluated (ok or not applicable) against every attacker any
+configuration of that dataset met: a configuration run against fewer attackers (a
+`transfer`-only sweep point) could only look better, so it is listed apart, as is one
+below the utility floor. Ranked configurations are ordered by their worst case (over
+calibrated attackers of non-derivable tasks, `results.worst_case`). Beside each, the
+utility-matched baseline: the baseline defense configuration (`Defense.baseline`) with
+utility at least as high and the lowest worst case, the floor any method should beat.
+Only `test` configurations appear; tuning runs on `val` never do.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bench.errors import BenchError
+
+FLOOR = 0.95
+COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
+           "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_utility",
+           "baseline_worst_leakage"]
+
+
+def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: float = FLOOR) -> pd.DataFrame:
+    from bench.results import CONFIG, _spec_columns, config_label, setting_label
+
+    if not 0 < floor <= 1:
+        raise BenchError(f"utility floor {floor}: must be in (0, 1]")
+    attempted: dict[tuple, set] = {}
+    for r in runs:
+        if r["status"] in ("ok", "not_applicable"):
+            row = _spec_columns(r["spec"])
+            attempted.setdefault(tuple(row[c] for c in CONFIG), set()).add(row["attacker"])
+    clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
+    rows = []
+    for w in worst[worst.eval_split == "test"].itertuples(index=False):
+        key = tuple(getattr(w, c) for c in CONFIG)
+        ratio = w.utility_acc / clean[key] if key in clean.index and clean[key] > 0 else math.nan
+        rows.append({"key": key, "dataset": w.dataset, "defense": w.defense,
+                     "config": config_label(w.defense, w.defense_params) + setting_label(w.eval_split, w.max_release),
+                     "utility_acc": w.utility_acc, "utility_ratio": ratio, "worst_leakage": w.worst_leakage,
+                     "worst_ci95_low": w.worst_ci95_low, "worst_ci95_high": w.worst_ci95_high,
+                     "worst_attacker": w.worst_attacker, "n_seeds": w.n_seeds,
+                     "attackers": attempted.get(key, set())})
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.DataFrame(rows)
+    out = []
+    for dataset, g in table.groupby("dataset", sort=True):
+        everyone = set().union(*g.attackers)
+        g = g.assign(listed_apart=[_apart(a, everyone, r, floor) for a, r in zip(g.attackers, g.utility_ratio)])
+        baselines = g[[_is_baseline(d) and not why for d, why in zip(g.defense, g.listed_apart)]]
+        ranked = g[g.listed_apart == ""].sort_values(["worst_leakage", "config"], na_position="last")
+        ranked = ranked.assign(rank=range(1, len(ranked) + 1))
+        apart = g[g.listed_apart != ""].sort_values(["worst_leakage", "config"], na_position="last")
+        for part in (ranked, apart):
+            for r in part.to_dict("records"):
+                match = baselines[(baselines.utility_acc >= r["utility_acc"]) & (baselines.config != r["config"])]
+                match = match.sort_values(["worst_leakage", "config"], na_position="last")
+                best = match.iloc[0] if len(match) else None
+                out.append({**r, "baseline": best["config"] if best is not None else "",
+                            "baseline_utility": best["utility_acc"] if best is not None else math.nan,
+                            "baseline_worst_leakage": best["worst_leakage"] if best is not None else math.nan})
+    return pd.DataFrame(out)[COLUMNS].astype({"rank": "Int64"})
+
+
+def _apart(attackers: set, everyone: set, ratio: float, floor: float) -> str:
+    """Why a configuration is not ranked with the others ('' when it is)."""
+    if not everyone <= attackers:
+        return "fewer attackers (no " + ", ".join(sorted(everyone - attackers)) + ")"
+    if not ratio >= floor:
+        return f"utility below {floor:g} x clean"
+    return ""
+
+
+def _is_baseline(defense: str) -> bool:
+    from bench.registry import DEFENSES
+
+    try:
+        return bool(getattr(DEFENSES.get(defense), "baseline", False))
+    except BenchError:  # a plugin no longer installed or broken: not known to be a baseline
+        return False

@@ -1,0 +1,64 @@
+"""The headline ranking (issue 20, item 5): within the utility floor and against the full attacker set,
+ranked by worst case, with the utility-matched baseline beside each configuration."""
+import math
+
+from bench.headline import headline
+from bench.results import aggregate, long_table, worst_case
+from bench.runspec import RunSpec
+
+
+def _run(defense, attacker, seed, leakage, utility, params=None, status="ok"):
+    spec = RunSpec(defense=defense, attacker=attacker, dataset="d", target_task="t", attack_task="t",
+                   target_arch="cnn", seed=seed, preset="smoke", defense_params=params or {})
+    metrics = {"leakage": leakage, "utility_acc": utility, "clean_acc": 0.9} if status == "ok" else {}
+    return {"run_id": spec.run_id, "spec": spec.to_dict(), "status": status, "metrics": metrics,
+            "flags": {"weak_attacker": False}, "knowledge": "gray-box"}
+
+
+def _table(runs, floor=0.95):
+    agg = aggregate(long_table(runs))
+    return headline(worst_case(agg), agg, runs, floor).set_index("config")
+
+
+def _grid():
+    runs = []
+    for seed in (0, 1):
+        runs += [_run("identity", a, seed, 1.0, 0.9) for a in ("adaptive", "inversion")]
+        runs += [_run("vfc", "adaptive", seed, 0.5, 0.88), _run("vfc", "inversion", seed, 0.7, 0.88)]
+        runs += [_run("alpha", "adaptive", seed, 0.3, 0.89), _run("alpha", "inversion", seed, 0.2, 0.89)]
+        runs += [_run("gamma", "adaptive", seed, 0.1, 0.5), _run("gamma", "inversion", seed, 0.1, 0.5)]  # no utility left
+        runs += [_run("vfc", "adaptive", seed, 0.05, 0.9, {"beta": 1.0})]                       # fewer attackers
+        runs += [_run("noise", "adaptive", seed, 0.6, 0.895, {"sigma": 0.1}),
+                 _run("noise", "inversion", seed, 0.4, 0.895, {"sigma": 0.1}),
+                 _run("noise", "adaptive", seed, 0.2, 0.80, {"sigma": 0.5}),
+                 _run("noise", "inversion", seed, 0.1, 0.80, {"sigma": 0.5})]
+    return runs
+
+
+def test_ranked_by_worst_case_within_the_floor_and_the_full_attacker_set():
+    t = _table(_grid())
+    ranked = t[t["rank"].notna()].sort_values("rank")
+    assert list(ranked.index) == ["alpha", "noise(sigma=0.1)", "vfc", "identity"]
+    assert t.loc["alpha", "worst_leakage"] == 0.3 and t.loc["alpha", "worst_attacker"] == "adaptive[t]"
+    assert t.loc["gamma", "listed_apart"] == "utility below 0.95 x clean"
+    assert t.loc["vfc(beta=1.0)", "listed_apart"] == "fewer attackers (no inversion)"
+    assert t.loc["noise(sigma=0.5)", "listed_apart"].startswith("utility below")
+    assert (t["n_seeds"] == 2).all()
+
+
+def test_the_utility_matched_baseline_stands_beside_each_configuration():
+    t = _table(_grid())
+    # vfc (utility 0.88): the ranked noise at 0.895 >= 0.88 is its floor. alpha (0.89) likewise.
+    assert t.loc["vfc", "baseline"] == "noise(sigma=0.1)" and t.loc["vfc", "baseline_worst_leakage"] == 0.6
+    assert t.loc["alpha", "baseline"] == "noise(sigma=0.1)"
+    # identity (0.9) is above every baseline's utility: no match, never a baseline of lower utility.
+    assert t.loc["identity", "baseline"] == "" and math.isnan(t.loc["identity", "baseline_worst_leakage"])
+
+
+def test_not_applicable_counts_as_evaluated():
+    runs = _grid() + [_run("alpha", "transfer", s, 0, 0, status="not_applicable") for s in (0, 1)]
+    t = _table(runs, floor=0.5)
+    # Only alpha met `transfer` (not applicable to it): every other configuration now ran against fewer,
+    # whatever the floor.
+    assert t.loc["gamma", "listed_apart"] == "fewer attackers (no transfer)"
+    assert t.loc["alpha", "rank"] == 1 and t.loc["vfc", "listed_apart"] == "fewer attackers (no transfer)"
