@@ -9,9 +9,16 @@ class Adaptive(Attacker):
     name = "adaptive"
     description = "fresh model trained from scratch on released attacker data with designated-task labels"
     knowledge = "gray-box"
+    # Runs recorded before `budget` existed used every released attacker image.
+    legacy_defaults = {"budget": 0}
 
-    def __init__(self, arch: str = "auto"):
+    def __init__(self, arch: str = "auto", budget: int = 0):
         self.arch = arch
+        self.budget = budget  # released labelled images it may learn from (0: all); the base class subsets
+
+    def check_params(self):
+        if self.budget < 0:
+            raise self.param_error("budget", "must be >= 0 (0: every released attacker image)")
 
     def _fit(self, released_train, targets, *, context, seed):
         arch = self.arch

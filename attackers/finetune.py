@@ -1,5 +1,4 @@
 """An off-the-shelf clean model fine-tuned on a labelled budget of released data (gray-box)."""
-import torch
 
 from bench.errors import NotApplicable
 from bench.protocol import Attacker
@@ -16,16 +15,18 @@ class Finetune(Attacker):
         self.epochs = epochs
         self.lr = lr
 
+    def check_params(self):
+        if self.budget < 1:
+            raise self.param_error("budget", "must be >= 1")
+
     def _fit(self, released_train, targets, *, context, seed):
         if not context.released_is_image:
             raise NotApplicable(f"released data has shape {tuple(context.released_shape)}; a clean image model "
                                 f"expects {tuple(context.image_shape)}")
-        if self.budget < 1:
-            raise ValueError(f"finetune.budget must be >= 1, got {self.budget}")
-        pick = torch.randperm(len(released_train), generator=torch.Generator().manual_seed(seed))[:self.budget]
+        # `released_train` is already the seeded `budget` subset (Attacker.fit).
         model = context.clean_model(context.target_arch)
         config = context.train.with_(epochs=self.epochs, lr=self.lr)
-        self.model_ = fit_classifier(model, released_train[pick], targets[pick],
+        self.model_ = fit_classifier(model, released_train, targets,
                                      val=(context.released_val, context.val_targets), config=config,
                                      device=context.device, seed=seed, desc="finetune")
 

@@ -11,13 +11,21 @@ class Inversion(Attacker):
     description = "decoder trained on (released, original) attacker pairs; scored by PSNR and SSIM on test"
     knowledge = "gray-box"
     predicts = "images"
+    # Runs recorded before `budget` existed used every released pair (up to `max_pairs`).
+    legacy_defaults = {"budget": 0}
 
-    def __init__(self, width: int = 32, depth: int = 2, epochs: int = 3, max_pairs: int = 10000, lr: float = 2e-3):
+    def __init__(self, width: int = 32, depth: int = 2, epochs: int = 3, max_pairs: int = 10000, lr: float = 2e-3,
+                 budget: int = 0):
         self.width = width
         self.depth = depth
         self.epochs = epochs
         self.max_pairs = max_pairs
         self.lr = lr
+        self.budget = budget  # released (image, original) pairs it may learn from (0: all); the base class subsets
+
+    def check_params(self):
+        if self.budget < 0:
+            raise self.param_error("budget", "must be >= 0 (0: every released attacker image)")
 
     def _fit(self, released_train, targets, *, context, seed):
         # Full-resolution decoders are the costliest models here; `max_pairs` bounds the attacker's budget.

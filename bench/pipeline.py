@@ -23,6 +23,7 @@ from bench.models import build_classifier
 from bench.presets import Preset, get_preset
 from bench.protocol import AttackContext, DataSpec, Defense, FitData
 from bench.registry import ATTACKERS, DATASETS, DEFENSES
+from bench.results import recorded_params
 from bench.runspec import SCHEMA, RunSpec
 from bench.storage import atomic_write_bytes
 from bench.training import TrainConfig, as_float, fit_classifier, predict
@@ -185,7 +186,7 @@ class Stage:
     def defense(self) -> tuple[Defense, float]:
         """The fitted defense and the seconds its fit took (when it was first built)."""
         target = self.target()
-        defense = DEFENSES.create(self.spec.defense, self.spec.defense_params)
+        defense = DEFENSES.create(self.spec.defense, recorded_params(self.spec.defense, self.spec.defense_params))
         fitted = []
 
         def build():
@@ -237,7 +238,7 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
         # How far an image-shaped release is from its input (FMD's image-quality trade-off).
         out.update({f"release_{k}": v for k, v in M.image_metrics(r_test, x_test).items()})
 
-    attacker = ATTACKERS.create(spec.attacker, spec.attacker_params)
+    attacker = ATTACKERS.create(spec.attacker, recorded_params(spec.attacker, spec.attacker_params, ATTACKERS))
     if attacker.predicts == "images":
         targets, val_targets = stage.images("attacker"), stage.images("val")
     else:
@@ -251,6 +252,8 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
     start = time.perf_counter()
     attacker.fit(r_train, targets, context=context, seed=spec.seed)
     out["attack_fit_s"] = time.perf_counter() - start
+    if attacker.trains_on_release:
+        out["attack_images"] = attacker.images_used_  # the labelled released images it learnt from (its budget)
     pred = attacker.predict(r_test)
 
     extras = {"splits": {**stage.splits.sizes(), "digest": stage.splits.digest(), "seed": spec.seed},

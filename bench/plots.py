@@ -70,6 +70,7 @@ def write_plots(results_dir: Path) -> list[Path]:
             written += [_tradeoff(tables["worst"], plot_path(out_dir, "tradeoff")),
                         _attackers(tables["agg"], plot_path(out_dir, "attackers"))]
             written += _sweeps(tables["long"], tables["agg"], out_dir)
+            written += _budgets(tables["agg"], out_dir)
         written += _grids(grids, out_dir)
     finally:
         plt.close("all")
@@ -294,6 +295,44 @@ def _sweep_lines(configs) -> dict[str, list[dict]]:
 
 def _varying(dicts: list[dict]) -> list[str]:
     return sorted(k for k in set().union(*dicts) if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1)
+
+
+BUDGET_CURVE = ["defense", "defense_params", "max_release", "attacker", "curve_params", "attack_task"]
+
+
+def _budgets(agg, out_dir: Path) -> list[Path]:
+    """budget-<dataset>.png: leakage against the number of labelled released images the attacker
+    learnt from (its budget; log scale), one curve per defense configuration and attacker run at
+    two or more budgets, with 95 % CIs: how fast a defense falls as the attacker gets more data."""
+    key = ["dataset", "defense", "defense_params", "max_release", "attacker", "attacker_params", "attack_task"]
+    test = agg[(agg.eval_split == "test") & (agg.defense != "identity")]
+    images = test[test.metric == "attack_images"].set_index(key)["mean"].rename("images")
+    leak = test[test.metric == "leakage"].join(images, on=key).dropna(subset=["images"])
+    if leak.empty:
+        return []
+    # One curve: everything but the budget equal.
+    leak = leak.assign(curve_params=[json.dumps({k: v for k, v in json.loads(p).items() if k != "budget"},
+                                                sort_keys=True) for p in leak.attacker_params])
+    paths = []
+    for ds, g in leak.groupby("dataset", sort=True):
+        curves = [(k, c.sort_values("images")) for k, c in g.groupby(BUDGET_CURVE, sort=True)
+                  if c.images.nunique() >= 2]
+        if not curves:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for (defense, params, cap, attacker, _, task), c in curves:
+            ax.errorbar(c.images, c["mean"], yerr=[c["mean"] - c.ci95_low, c.ci95_high - c["mean"]], marker="o",
+                        capsize=3, label=f"{config_label(defense, params)}{setting_label('test', cap)} x {attacker}[{task}]")
+        ax.set_xscale("log")
+        ax.axhline(1, color="black", linestyle="dashed", linewidth=0.8, label="no defense")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel("labelled released images the attacker learns from (budget)")
+        ax.set_ylabel("leakage (1 = as with no defense)")
+        ax.set_title(f"{ds}: leakage against attacker budget (mean, 95 % CI)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        paths.append(_save(fig, plot_path(out_dir, "budget", ds), bbox_inches="tight"))
+    return paths
 
 
 def _sweeps(long, agg, out_dir: Path) -> list[Path]:

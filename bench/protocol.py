@@ -203,9 +203,26 @@ class Attacker(Plugin):
         self.device_ = context.device
         # What `predict` must return per row: logits over the task's classes, or an image.
         self.output_shape_ = tuple(context.image_shape) if self.predicts == "images" else (context.num_classes,)
+        if released_train is not None:
+            released_train, targets = self._within_budget(released_train, targets, seed)
+            self.images_used_ = len(released_train)
         torch.manual_seed(seed)  # the initial weights of whatever `_fit` builds
         self._fit(released_train, targets, context=context, seed=seed)
         return self
+
+    def _within_budget(self, released_train, targets, seed: int):
+        """At most `budget` released labelled images (an attacker's `budget` hyperparameter; 0 or none: all).
+
+        A seeded subset that depends only on the seed and the budget, never on the defense: a
+        defended run and its identity twin learn from the same images at every budget.
+        """
+        budget = getattr(self, "budget", 0)
+        if not budget:
+            return released_train, targets
+        # Permuted even when the budget covers every image: the order the training loop sees is part of a
+        # run's numbers, and finetune's records were made this way.
+        pick = torch.randperm(len(released_train), generator=torch.Generator().manual_seed(seed))[:budget]
+        return released_train[pick], targets[pick]
 
     def predict(self, released: torch.Tensor):
         """Logits (or images for inversion); a dict name -> tensor for an ensemble of models."""

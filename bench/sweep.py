@@ -37,7 +37,7 @@ def count_configurations(sets: dict[str, list[str]]) -> int:
 
 def configurations(registry: Registry, name: str, sets: dict[str, list[str]],
                    preset_defaults: dict | None = None) -> list[dict]:
-    """Every combination of the swept values, each fully typed (defaults filled in).
+    """Every combination of the swept values, each fully typed (defaults filled in, legacy values left out).
 
     `preset_defaults` (a preset's or a dataset's values for this plugin) replace the plugin's own
     defaults; `--set` values replace both.
@@ -53,4 +53,8 @@ def configurations(registry: Registry, name: str, sets: dict[str, list[str]],
             raise BenchError(f"--set {name}.{param}: unknown hyperparameter of {registry.kind} {name}; "
                              f"valid choices: {valid}")
     grid = [[(p, coerce(v, defaults[p], f"{name}.{p}")) for v in values] for p, values in sets.items()]
-    return [{**defaults, **dict(combo)} for combo in itertools.product(*grid)] if grid else [dict(defaults)]
+    configs = [{**defaults, **dict(combo)} for combo in itertools.product(*grid)] if grid else [dict(defaults)]
+    # A parameter at the value every run had before it existed (`Plugin.legacy_defaults`) is left out,
+    # so such a run keeps the run_id it always had; the pipeline fills it back in (`recorded_params`).
+    legacy = getattr(registry.get(name), "legacy_defaults", {})
+    return [{k: v for k, v in c.items() if not (k in legacy and legacy[k] == v)} for c in configs]
