@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds each job (a defense's preparation, an attack) may take before it is recorded "
                         "as failed (default: no limit; local backend only)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    r.add_argument("--results-dir", type=_dir_arg, default=Path("results"), help="default results/")
+    r.add_argument("--results-dir", type=_dir_arg, default=Path("results/local"),
+                   help="default results/local/ (git-ignored; the reference results are in results/reference/)")
     r.add_argument("--data-dir", type=_dir_arg,
                    help="where datasets live (else $BENCH_DATA_DIR, then each loader's default)")
     r.add_argument("--no-plots", action="store_true", help="skip writing plots after the run")
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_list)
 
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard CSVs from results/runs and print them")
-    lb.add_argument("--results-dir", type=_dir_arg, default=Path("results"))
+    lb.add_argument("--results-dir", type=_dir_arg, default=Path("results/local"))
     lb.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for READMEs and papers)")
     lb.set_defaults(func=cmd_leaderboard)
 
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="write the trade-off, per-attacker and image-grid plots")
-    pl.add_argument("--results-dir", type=_dir_arg, default=Path("results"))
+    pl.add_argument("--results-dir", type=_dir_arg, default=Path("results/local"))
     pl.set_defaults(func=cmd_plot)
     return p
 

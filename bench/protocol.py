@@ -75,6 +75,8 @@ class Plugin:
     # Hyperparameters added after results were recorded, with the value those older records had
     # implicitly (not necessarily today's default): `bench.results.recorded_params` fills them in.
     legacy_defaults: ClassVar[dict] = {}
+    # How a hyperparameter reads in tables and plots: {"eps": 255} shows 0.0627... as `16/255`.
+    param_scales: ClassVar[dict] = {}
 
     def check_params(self) -> None:
         """Raise `param_error` for a hyperparameter out of range; called by the registry when the plugin

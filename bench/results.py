@@ -37,12 +37,14 @@ def config_label(name: str, params_json: str, registry=None) -> str:
     params = json.loads(params_json) if params_json else {}
     try:
         defaults = registry.hparams(name)
+        scales = getattr(registry.get(name), "param_scales", {})
     except BenchError:  # a plugin no longer installed: show everything
-        defaults = {}
+        defaults, scales = {}, {}
     # Tuples are stored as JSON lists: compare in JSON form.
     changed = {k: v for k, v in params.items()
                if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
-    return name + ("(" + ", ".join(f"{k}={_short(v)}" for k, v in sorted(changed.items())) + ")" if changed else "")
+    return name + ("(" + ", ".join(f"{k}={_short(v, scales.get(k))}" for k, v in sorted(changed.items())) + ")"
+                   if changed else "")
 
 
 def recorded_params(name: str, params: dict, registry=None) -> dict:
@@ -61,8 +63,15 @@ def setting_label(eval_split: str, max_release) -> str:
     return (" [val]" if eval_split != "test" else "") + (f" [{int(max_release)} released]" if max_release else "")
 
 
-def _short(v) -> str:
-    return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+def _short(v, scale: int | None = None) -> str:
+    """A value as a person reads it: `16/255` for a multiple of 1/scale, floats to 3 significant digits."""
+    if isinstance(v, (list, tuple)):
+        return "+".join(_short(x, scale) for x in v)
+    if isinstance(v, float):
+        if scale and abs(v * scale - round(v * scale)) < 1e-6:
+            return f"{round(v * scale)}/{scale}"
+        return f"{v:.3g}"
+    return str(v)
 
 
 def run_path(results_dir: Path, run_id: str) -> Path:

@@ -45,6 +45,8 @@ class FMD(Defense):
     releases = "image"
     costly_release = True
 
+    param_scales = {"eps": 255, "alpha": 255}
+
     def __init__(self, eps: float = 16 / 255, alpha: float = 4 / 255, steps: int = 100, lam: float = 0.01,
                  layer: str = "", label_source: str = "pred"):
         self.eps = eps

@@ -26,7 +26,7 @@ from conftest import REPO
 from hostile import REFERENCE_RECORD, SMOKE, Case
 
 REFERENCE_NAME = REFERENCE_RECORD.name
-COMMITTED_LONG = REPO / "results" / "leaderboard.csv"
+COMMITTED_LONG = REPO / "results" / "reference" / "leaderboard.csv"
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def _duplicated_row():
 COMPARE = ("compare", "{tmp}/a.csv", "{tmp}/b.csv")
 CASES.update({
     "compare: binary garbage": Case(COMPARE, ("b.csv", "not UTF-8"), _file(bytes(range(256)) * 64)),
-    "compare: PNG": Case(COMPARE, ("b.csv",), _file((REPO / "results" / "plots" / "tradeoff.png").read_bytes())),
+    "compare: PNG": Case(COMPARE, ("b.csv",), _file((REPO / "results" / "reference" / "plots" / "tradeoff.png").read_bytes())),
     "compare: empty file": Case(COMPARE, ("b.csv", "empty"), _file("")),
     "compare: a directory": Case(COMPARE, ("b.csv", "a directory"), _compare_dir),
     "compare: text that is no CSV table": Case(COMPARE, ("b.csv",), _file('a,"b\nc,d,e,f\n"g\n')),

@@ -36,7 +36,7 @@ SMOKE = ("run", "--dataset", "synthetic", "--preset", "smoke", "--attacker", "ad
 FOLDER = ("run", "--dataset", "folder", "--preset", "smoke", "--attacker", "adaptive", "--no-plots",
           "--results-dir", "{res}", "--data-dir", "{data}")
 # A committed reference record: the finished run every case's results dir starts with.
-REFERENCE_RECORD = REPO / "results" / "runs" / "00bd9a6f6cb456ba.json"
+REFERENCE_RECORD = REPO / "results" / "reference" / "runs" / "00bd9a6f6cb456ba.json"
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def test_an_edited_label_retrains_the_designated_model_and_redoes_the_run(main_i
 def test_committed_reference_results_resume_as_done(main_inprocess, tmp_path):
     res = tmp_path / "results"
     (res / "runs").mkdir(parents=True)
-    for p in (REPO / "results" / "runs").glob("*.json"):
+    for p in (REPO / "results" / "reference" / "runs").glob("*.json"):
         if json.loads(p.read_text())["spec"]["dataset"] == "fashion-mnist":
             shutil.copy(p, res / "runs")
     before = {p.name: p.read_bytes() for p in (res / "runs").glob("*.json")}

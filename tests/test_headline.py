@@ -41,7 +41,7 @@ def test_ranked_by_worst_case_within_the_floor_and_the_full_attacker_set():
     assert list(ranked.index) == ["alpha", "noise(sigma=0.1)", "vfc", "identity"]
     assert t.loc["alpha", "worst_leakage"] == 0.3 and t.loc["alpha", "worst_attacker"] == "adaptive[t]"
     assert t.loc["gamma", "listed_apart"] == "utility below 0.95 x clean"
-    assert t.loc["vfc(beta=1.0)", "listed_apart"] == "fewer attackers (no inversion)"
+    assert t.loc["vfc(beta=1)", "listed_apart"] == "fewer attackers (no inversion)"
     assert t.loc["noise(sigma=0.5)", "listed_apart"].startswith("utility below")
     assert (t["n_seeds"] == 2).all()
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 TABLES = ("leaderboard.csv", "leaderboard_agg.csv", "leaderboard_worst.csv", "leaderboard_headline.csv")
-RESULT_DIRS = [d for d in (REPO / "results", REPO / "results" / "tuning") if (d / "runs").is_dir()]
+RESULT_DIRS = [d for d in (REPO / "results" / "reference", REPO / "results" / "reference" / "tuning") if (d / "runs").is_dir()]
 
 
 @pytest.mark.parametrize("committed", RESULT_DIRS, ids=lambda d: str(d.relative_to(REPO)))
@@ -37,7 +37,7 @@ def test_fresh_run_of_the_smallest_cell_agrees_with_the_committed_leaderboard(cl
     run = cli("run", "--defense", "identity", "--attacker", "adaptive", "--seeds", "0-2",
               "--results-dir", fresh, "--no-plots", timeout=1800)
     assert run.returncode == 0, run.stdout + run.stderr
-    out = cli("compare", REPO / "results" / "leaderboard.csv", fresh / "leaderboard.csv")
+    out = cli("compare", REPO / "results" / "reference" / "leaderboard.csv", fresh / "leaderboard.csv")
     assert out.returncode == 0, out.stderr
     assert "identity" in out.stdout and "adaptive" in out.stdout, out.stdout
     n_sig, n_total = map(int, re.search(r"^(\d+) of (\d+) differences exceed", out.stdout, re.MULTILINE).groups())

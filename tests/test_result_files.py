@@ -16,7 +16,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "tests"))
 from cases_results import ok_record  # noqa: E402
 
-COMMITTED = ("results", "results/tuning")
+COMMITTED = ("results/reference", "results/reference/tuning")
 
 
 @pytest.mark.parametrize("where", COMMITTED)
@@ -172,7 +172,7 @@ def test_a_written_leaderboard_reads_back_as_written(tmp_path):
 
 
 def test_the_committed_leaderboard_reads_and_compares_with_itself():
-    long = read_long(REPO / "results" / "leaderboard.csv")
+    long = read_long(REPO / "results" / "reference" / "leaderboard.csv")
     assert len(long) > 1000 and long.value.dtype == float
     from bench.results import compare
     table = compare(long, long)

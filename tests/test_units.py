@@ -281,6 +281,15 @@ def test_attacker_settings_label_their_rows():
     assert config_label("vfc", json.dumps({"beta": 0.5})) == "vfc(beta=0.5)"
 
 
+def test_labels_show_values_as_a_person_reads_them():
+    """FMD declares eps and alpha in 1/255 steps; any other float is shown to 3 significant digits."""
+    from bench.results import config_label
+    assert config_label("fmd", json.dumps({"eps": 32 / 255, "alpha": 4 / 255})) == "fmd(eps=32/255)"
+    assert config_label("fmd", json.dumps({"eps": 0.1})) == "fmd(eps=0.1)"
+    assert config_label("noise", json.dumps({"sigma": 0.123456})) == "noise(sigma=0.123)"
+    assert config_label("noise", json.dumps({"sigma": 0.2})) == "noise"  # the default: nothing differs
+
+
 def test_records_written_before_a_hyperparameter_existed_keep_the_value_they_ran_with():
     # ARL's `private` arrived with default "all"; records without it learnt on the half.
     from bench.results import config_label, long_table, recorded_params
