@@ -24,8 +24,13 @@ data:
 		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist) || echo "apt failed: torchvision will download Fashion-MNIST"; \
 	else echo "no root apt: torchvision will download Fashion-MNIST on first use"; fi
 
+# Trains into the git-ignored results/local/ (never over the reference results), then sets the
+# user's numbers (B) beside the committed reference cell (A).
 demo: venv data
 	$(BIN)/python -m bench run --defense vfc --attacker adaptive
+	@echo "== your run (B) against the reference results (A); 'no' in the last column: they agree within the CI =="
+	$(BIN)/python -m bench compare results/reference/leaderboard.csv results/local/leaderboard.csv \
+		--a "vfc()" --b "vfc()" --dataset fashion-mnist
 
 test: venv
 	$(BIN)/python -m pytest -q

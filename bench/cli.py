@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         try:
+            from bench import cores
+            cores.openmp_defaults()  # before torch loads: libgomp reads its environment only then
             return args.func(args)
         except BenchError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -84,6 +86,16 @@ def _dir_arg(text: str) -> Path:
     return Path(text)
 
 
+def _floor_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a fraction in (0, 1], e.g. 0.9)") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside (0, 1]: the floor is a fraction of clean accuracy")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bench", description="Benchmark defenses against input repurposing.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -125,16 +137,38 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="regenerate the leaderboard CSVs from results/runs and print them")
     lb.add_argument("--results-dir", type=_dir_arg, default=Path("results/local"))
     lb.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for READMEs and papers)")
+    lb.add_argument("--utility-floor", type=_floor_arg, default=None, metavar="F",
+                    help="headline: rank configurations whose utility is at least F x clean (default 0.95)")
     lb.set_defaults(func=cmd_leaderboard)
 
-    c = sub.add_parser("compare", help="per-configuration differences between two long-format leaderboards")
-    c.add_argument("a", type=Path)
-    c.add_argument("b", type=Path)
+    c = sub.add_parser("compare", help="did it help? two leaderboards, or two configurations, cell by cell with "
+                                       "95 %% CIs; cells on one side only are listed")
+    c.add_argument("leaderboards", nargs="*", type=Path, metavar="LEADERBOARD",
+                   help="long-format leaderboard CSVs: two (the same configurations on both), or one with --a/--b")
+    c.add_argument("--results-dir", type=_dir_arg,
+                   help="compare --a and --b among the runs of this directory (default results/local/)")
+    c.add_argument("--a", dest="config_a", metavar="CONFIG",
+                   help="side A: a defense (all its configurations: must be one per dataset) or a label as the "
+                        "leaderboard prints it, e.g. vfc, 'fmd(lam=0.03)', 'identity [500 released]', vfc() for "
+                        "the defaults")
+    c.add_argument("--b", dest="config_b", metavar="CONFIG", help="side B, as --a")
+    c.add_argument("--dataset", help="only this dataset")
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plot", help="write the trade-off, per-attacker and image-grid plots")
     pl.add_argument("--results-dir", type=_dir_arg, default=Path("results/local"))
     pl.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("report", help="write a static HTML site of a results directory (tables, plots, claims, "
+                                       "provenance)")
+    rp.add_argument("--results-dir", type=_dir_arg, default=Path("results/local"),
+                    help="default results/local/ (the committed site: --results-dir results/reference)")
+    rp.add_argument("--out", type=_dir_arg, help="directory of the site (default <results-dir>/report/)")
+    rp.add_argument("--claims", type=Path,
+                    help="claims-vs-measured CSV (default results/claims.csv when it exists, else no claims table)")
+    rp.add_argument("--screenshot", type=Path, metavar="PNG",
+                    help="also save the top of the page as PNG with headless Chromium (e.g. docs/report.png)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
@@ -269,9 +303,11 @@ def plan_specs(args) -> list:
 
 
 def cmd_run(args) -> int:
-    from bench.runner import Env, execute
+    from bench.progress import duration
+    from bench.runner import Env, RunFinished, execute
     from bench.storage import check_writable_dir
 
+    start = time.perf_counter()  # before planning: "done in" includes loading the data
     # Before any work: a results dir that is a file, lies under one or cannot be written would
     # otherwise fail only when the first run finishes.
     check_writable_dir(args.results_dir, "--results-dir")
@@ -279,11 +315,14 @@ def cmd_run(args) -> int:
     specs = plan_specs(args)
     env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
               device=args.device, jobs=args.jobs, timeout=args.timeout)
-    print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs added as needed)")
-    start = time.perf_counter()
+    # Flushed: stdout to a file is block-buffered, and a log must show at once that the sweep began.
+    print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs "
+          "added as needed)", flush=True)
 
-    def progress(status, label, reason):
-        print(f"  [{status}] {label}" + (f": {reason}" if reason else ""), flush=True)
+    def progress(run: RunFinished):
+        eta = "unknown" if run.eta_s is None else duration(run.eta_s)
+        print(f"  [{run.status}] [{run.done}/{run.total}] {run.label} ({duration(run.wall_s)}, ETA {eta})"
+              + (f": {run.reason}" if run.reason else ""), flush=True)
 
     if args.backend == "dask":
         # joblib only hands work to Dask when more than one job is asked for.
@@ -351,52 +390,31 @@ def _values_line(label: str, values: dict) -> str:
     return textwrap.indent(textwrap.fill(f"{label}: {text}", 96), "      ")
 
 
-def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -> None:
+def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False, floor: float | None = None) -> None:
     import pandas as pd
-    from bench.results import config_label, setting_label, write_leaderboards
+    from bench import views
+    from bench.results import write_leaderboards
 
-    tables = write_leaderboards(results_dir)
-    agg, worst, top = tables["agg"], tables["worst"], tables["headline"]
-    if agg.empty:
+    tables = write_leaderboards(results_dir, floor=floor)
+    if tables["agg"].empty:
         print("leaderboard: no finished runs yet")
         return
-    shown = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance", "clean_acc"]
-    view = agg[agg.metric.isin(shown)]
-    if specs:
-        keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}
-        view = view[[(d, a, ds) in keep for d, a, ds in zip(view.defense, view.attacker, view.dataset)]]
-    from bench.registry import ATTACKERS
-
-    # Attackers are labelled with their non-default settings too: two settings are two rows, never merged.
-    view = view.assign(config=[config_label(d, p) + setting_label(e, m)
-                               for d, p, e, m in zip(view.defense, view.defense_params, view.eval_split, view.max_release)],
-                       attacker=[config_label(a, p, ATTACKERS) for a, p in zip(view.attacker, view.attacker_params)])
-    index = ["dataset", "config", "attacker", "attack_task"]
-    table = view.pivot_table(index=index, columns="metric", values="mean", aggfunc="first")
-    table["n_seeds"] = view.groupby(index)["n"].max()
-    worst = worst.assign(config=[config_label(d, p) for d, p in zip(worst.defense, worst.defense_params)])
-    worst = worst[["dataset", "config"] + [c for c in worst.columns if c not in ("dataset", "config", "defense", "defense_params")]]
-    table = table.reset_index()
-    top = top.assign(worst_ci95=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "" for lo, hi in
-                                 zip(top.worst_ci95_low, top.worst_ci95_high)])
-    top = top[["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95",
-               "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage"]]
+    table = views.per_attacker(tables["agg"], specs)
+    worst = views.worst(tables["worst"])
+    top = views.headline(tables["headline"])
     if markdown:
-        def md(df):  # tabulate leaves NaN as "nan"; a metric that does not apply is an empty cell
-            return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="")
-
         print("\nHeadline: per dataset, configurations within the utility floor evaluated against every attacker, "
               "ranked by worst-case leakage (lower is better):\n")
-        print(md(top))
+        print(views.markdown(top))
         print("\nPer attacker (mean over seeds):\n")
-        print(md(table))
+        print(views.markdown(table))
         print("\nWorst case per defense (calibrated attackers only; private tasks derivable from the designated one "
               "left out):\n")
-        print(md(worst))
+        print(views.markdown(worst))
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40,
                            "display.float_format", "{:.4f}".format):
-        print("\nleaderboard (mean over seeds; results/leaderboard_agg.csv has std, n, ci95):")
+        print("\nleaderboard (mean over seeds; leaderboard_agg.csv has std, n, ci95):")
         print(table.to_string(index=False))
         print("\nworst case per defense (calibrated attackers only; derivable private tasks left out):")
         print(worst.to_string(index=False))
@@ -410,24 +428,15 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False) -
 def cmd_leaderboard(args) -> int:
     if not (args.results_dir / "runs").is_dir():
         raise BenchError(f"no runs in {args.results_dir}/runs; run `python -m bench run` first")
-    _print_leaderboards(args.results_dir, markdown=args.markdown)
+    _print_leaderboards(args.results_dir, markdown=args.markdown, floor=args.utility_floor)
     return 0
 
 
 def cmd_compare(args) -> int:
-    import pandas as pd
-    from bench.results import compare, read_long
+    from bench.compare import compare_command
 
-    table = compare(read_long(args.a), read_long(args.b))
-    if table.empty:
-        print("no configuration appears in both leaderboards")
-        return 0
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 30,
-                           "display.float_format", "{:.4f}".format):
-        print(table.to_string(index=False))
-    n_sig = int(table["significant"].sum())
-    print(f"\n{n_sig} of {len(table)} differences exceed the 95 % confidence intervals "
-          "(disjoint CIs; a configuration with n = 1 on both sides has no interval to compare)")
+    for line in compare_command(args.leaderboards, args.results_dir, args.config_a, args.config_b, args.dataset):
+        print(line)
     return 0
 
 
@@ -438,4 +447,15 @@ def cmd_plot(args) -> int:
         raise BenchError(f"no runs in {args.results_dir}/runs; run `python -m bench run` first")
     for path in write_plots(args.results_dir):
         print(f"plot: {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench.report import build_report, screenshot
+
+    index = build_report(args.results_dir, args.out, args.claims)
+    if args.screenshot is not None:
+        screenshot(index, args.screenshot)
+        print(f"screenshot: {args.screenshot}")
+    print(f"report: {index}")
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bench import metrics as M
+from bench import progress
 from bench.artifacts import Artifacts
 from bench.data.base import ImageDataset
 from bench.data.digest import content_digest
@@ -114,14 +115,15 @@ class Stage:
     def open(cls, spec: RunSpec, data_dir: str | None, device: torch.device, artifacts: Artifacts,
              expected_digest: str | None = None) -> "Stage":
         """`expected_digest`: the data digest the sweep was planned with; other data is an error."""
-        digest = data_digest(spec, data_dir)
-        if expected_digest is not None and digest != expected_digest:
-            forget_loaded_data()  # a long-lived worker may hold data decoded before the source changed
+        with progress.stage("data"):
             digest = data_digest(spec, data_dir)
-            if digest != expected_digest:
-                raise BenchError(f"the data of dataset {spec.dataset} changed after this sweep was planned "
-                                 f"(digest {expected_digest[:12]}, now {digest[:12]}); run the command again")
-        data = load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
+            if expected_digest is not None and digest != expected_digest:
+                forget_loaded_data()  # a long-lived worker may hold data decoded before the source changed
+                digest = data_digest(spec, data_dir)
+                if digest != expected_digest:
+                    raise BenchError(f"the data of dataset {spec.dataset} changed after this sweep was planned "
+                                     f"(digest {expected_digest[:12]}, now {digest[:12]}); run the command again")
+            data = load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
         preset = get_preset(spec.preset)
         model_splits = model_splits_of(data, spec.seed, spec.preset, spec.eval_split)
         splits = model_splits
@@ -165,10 +167,11 @@ class Stage:
         def build():
             torch.manual_seed(self.spec.seed)
             model = build_classifier(arch, self.data.image_shape, n_classes)
-            model = fit_classifier(model, self.images(split, full=True), self.labels(split, task, full=True),
-                                   val=(self.images("val", full=True), self.labels("val", task, full=True)),
-                                   config=self.train,
-                                   device=self.device, seed=self.spec.seed, desc=f"{key['role']} {arch}")
+            with progress.stage("designated model" if key["role"] == "target" else "attacker's clean model"):
+                model = fit_classifier(model, self.images(split, full=True), self.labels(split, task, full=True),
+                                       val=(self.images("val", full=True), self.labels("val", task, full=True)),
+                                       config=self.train,
+                                       device=self.device, seed=self.spec.seed, desc=f"{key['role']} {arch}")
             return {"state": model.state_dict()}
 
         obj = self.artifacts.get("model", key, build)
@@ -194,7 +197,8 @@ class Stage:
             data = FitData(self.images("owner", full=True), self.labels("owner", t, full=True),
                            self.images("val", full=True), self.labels("val", t, full=True),
                            self.data_spec(), self.device, self.train)
-            defense.fit(data, target, seed=self.spec.seed)
+            with progress.stage(f"defense {self.spec.defense} fit"):
+                defense.fit(data, target, seed=self.spec.seed)
             fitted.append(True)
             return {"state": defense.state_dict()}
 
@@ -250,7 +254,8 @@ def run_attack(spec: RunSpec, *, data_dir: str | None, device: torch.device, art
         clean_model=lambda arch: stage.clean_model(a_task, arch),
     )
     start = time.perf_counter()
-    attacker.fit(r_train, targets, context=context, seed=spec.seed)
+    with progress.stage(f"attacker {spec.attacker} fit"):
+        attacker.fit(r_train, targets, context=context, seed=spec.seed)
     out["attack_fit_s"] = time.perf_counter() - start
     if attacker.trains_on_release:
         out["attack_images"] = attacker.images_used_  # the labelled released images it learnt from (its budget)

@@ -40,22 +40,35 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    @cached_property
+    def _loaded(self) -> dict[str, type]:
+        return {}
+
     def get(self, name: str) -> type:
         """The plugin's class; BenchError when the name is unknown or the plugin is broken."""
+        # Tables label every row through here: a class that loaded once is not checked again.
+        if name in self._loaded:
+            return self._loaded[name]
         if name not in self._entries:
             raise unknown(self.kind, name, self._entries)
         ep = self._entries[name]
-        where = f"{self.kind} {name!r} (distribution {_dist(ep)}, entry point {ep.value})"
+
+        # Built only for an error: reading the distribution's metadata costs milliseconds per call,
+        # and tables label thousands of rows through `get`.
+        def where() -> str:
+            return f"{self.kind} {name!r} (distribution {_dist(ep)}, entry point {ep.value})"
+
         try:
             cls = ep.load()
         except (Exception, SystemExit) as e:  # ImportError, SyntaxError, whatever the module raises at import
-            raise BenchError(f"{where} fails to import: {one_line(e)}") from None
+            raise BenchError(f"{where()} fails to import: {one_line(e)}") from None
         if not isinstance(cls, type):
-            raise BenchError(f"{where} is not a class but {type(cls).__name__} {cls!r}")
+            raise BenchError(f"{where()} is not a class but {type(cls).__name__} {cls!r}")
         try:
             hparams_of(cls)
         except BenchError as e:
-            raise BenchError(f"{where}: {e}") from None
+            raise BenchError(f"{where()}: {e}") from None
+        self._loaded[name] = cls
         return cls
 
     def broken(self, name: str) -> str | None:

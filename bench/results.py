@@ -43,7 +43,7 @@ def config_label(name: str, params_json: str, registry=None) -> str:
     # Tuples are stored as JSON lists: compare in JSON form.
     changed = {k: v for k, v in params.items()
                if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
-    return name + ("(" + ", ".join(f"{k}={_short(v, scales.get(k))}" for k, v in sorted(changed.items())) + ")"
+    return name + ("(" + ", ".join(f"{k}={param_text(v, scales.get(k))}" for k, v in sorted(changed.items())) + ")"
                    if changed else "")
 
 
@@ -63,10 +63,10 @@ def setting_label(eval_split: str, max_release) -> str:
     return (" [val]" if eval_split != "test" else "") + (f" [{int(max_release)} released]" if max_release else "")
 
 
-def _short(v, scale: int | None = None) -> str:
+def param_text(v, scale: int | None = None) -> str:
     """A value as a person reads it: `16/255` for a multiple of 1/scale, floats to 3 significant digits."""
     if isinstance(v, (list, tuple)):
-        return "+".join(_short(x, scale) for x in v)
+        return "+".join(param_text(x, scale) for x in v)
     if isinstance(v, float):
         if scale and abs(v * scale - round(v * scale)) < 1e-6:
             return f"{round(v * scale)}/{scale}"
@@ -416,23 +416,32 @@ def _check_seeds_counted_once(long: pd.DataFrame, where: str = "") -> None:
                          f"{first['metric']}): n counts seeds, so each may appear once")
 
 
-def write_leaderboards(results_dir: Path, runs: list[dict] | None = None) -> dict[str, pd.DataFrame]:
-    """Regenerate leaderboard.csv (long), leaderboard_agg.csv and leaderboard_worst.csv.
+def leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None) -> dict[str, pd.DataFrame]:
+    """The four leaderboards (long, agg, worst, headline) of a results dir, computed, not written.
 
-    `runs`: the records of `results_dir` if already loaded (`load_runs`), else they are loaded here.
+    `runs`: the records of `results_dir` if already loaded (`load_runs`), else they are loaded here;
+    `floor`: the headline's utility floor (default `headline.FLOOR`).
     """
-    from bench.headline import headline
+    from bench.headline import FLOOR, headline
 
-    results_dir = Path(results_dir)
-    runs = load_runs(results_dir) if runs is None else runs
+    runs = load_runs(Path(results_dir)) if runs is None else runs
     long = long_table(runs)
     agg = aggregate(long)
     worst = worst_case(agg)
-    top = headline(worst, agg, runs)
-    for name, df in (("leaderboard.csv", long), ("leaderboard_agg.csv", agg), ("leaderboard_worst.csv", worst),
-                     ("leaderboard_headline.csv", top)):
-        atomic_write_bytes(results_dir / name, df.to_csv(index=False, float_format="%.6g").encode())
+    top = headline(worst, agg, runs, FLOOR if floor is None else floor)
     return {"long": long, "agg": agg, "worst": worst, "headline": top}
+
+
+LEADERBOARD_FILES = {"long": "leaderboard.csv", "agg": "leaderboard_agg.csv", "worst": "leaderboard_worst.csv",
+                     "headline": "leaderboard_headline.csv"}
+
+
+def write_leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None) -> dict[str, pd.DataFrame]:
+    """Regenerate the leaderboard CSVs of `results_dir` from its records (see `leaderboards`)."""
+    tables = leaderboards(results_dir, runs, floor)
+    for kind, name in LEADERBOARD_FILES.items():
+        atomic_write_bytes(Path(results_dir) / name, tables[kind].to_csv(index=False, float_format="%.6g").encode())
+    return tables
 
 
 # Columns of a long leaderboard that hold text (compared as text when two leaderboards are merged).
@@ -525,14 +534,12 @@ def _numbers(df: pd.DataFrame, column: str, path: Path, kind: str, integer: bool
     return pd.Series(values.astype(int) if integer else values, index=raw.index)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, metrics=("utility_acc", "attack_acc", "leakage", "psnr", "ssim")) -> pd.DataFrame:
-    """Per configuration and metric: the two means, their difference, and whether the CIs are disjoint."""
-    agg_a, agg_b = aggregate(a), aggregate(b)
-    keys = GROUP + ["metric"]
-    m = agg_a.merge(agg_b, on=keys, suffixes=("_a", "_b"))
-    m = m[m.metric.isin(metrics)]
-    m["diff"] = m["mean_b"] - m["mean_a"]
-    disjoint = (m["ci95_low_b"] > m["ci95_high_a"]) | (m["ci95_high_b"] < m["ci95_low_a"])
-    # Two single seeds have no interval at all: their difference cannot be called significant.
-    m["significant"] = disjoint & ((m["n_a"] > 1) | (m["n_b"] > 1))
-    return m[keys + ["mean_a", "n_a", "mean_b", "n_b", "diff", "significant"]].reset_index(drop=True)
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration, cell and metric of two long tables: the two means, CIs, difference, `significant`.
+
+    The table of `bench compare A.csv B.csv`, which lives in `bench.compare` (with the cells on one
+    side only and those on different data); kept here for callers of the table alone.
+    """
+    from bench.compare import compare_sides
+
+    return compare_sides(a, b, same_configuration=True).matched

@@ -17,16 +17,18 @@ tensor op) delays the timeout until it returns.
 
 Determinism: the same spec on the same device gives the same numbers whatever the
 backend (in-process, loky, Dask), as long as each process uses the same number of
-torch threads (OMP_NUM_THREADS; Dask's nanny sets it to 1) and runs one job at a
-time (Dask workers with one thread each: jobs sharing a process share torch's
-global RNG). Timings (`fit_s`, `attack_fit_s`, `release_ms_per_image`) never
+torch threads and runs one job at a time (Dask workers with one thread each: jobs
+sharing a process share torch's global RNG). A job takes its share of the cores
+among the jobs of every harness command running on the machine, and the share moves
+as other commands start and end (bench.cores): OMP_NUM_THREADS (Dask's nanny sets it
+to 1) or BENCH_THREAD_POLICY=static (cores / jobs) pins the count. Timings (`fit_s`, `attack_fit_s`, `release_ms_per_image`) never
 repeat. On CUDA, cuDNN's choice of kernels (autotuned when cudnn.benchmark is on) and
 atomic adds in backward passes are not deterministic either (the harness does not set
 torch.use_deterministic_algorithms): GPU runs agree only to within noise.
 """
 from __future__ import annotations
 
-import os
+import json
 import platform
 import re
 import signal
@@ -39,18 +41,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import torch
 from joblib import Parallel, delayed
 from joblib.parallel import BACKENDS, get_active_backend
 
+from bench import cores
 from bench import metrics as M
+from bench import progress as stage_lines
 from bench.artifacts import Artifacts
 from bench.errors import BenchError, NotApplicable, one_line
 from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, forget_loaded_data, released_splits, run_attack,
                             save_samples)
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
-from bench.results import check_planned, load_runs, read_run, write_run
+from bench.results import check_planned, config_label, load_runs, read_run, write_run
 from bench.runspec import RunSpec
 from bench.storage import StorageError, digest_json
 from bench.training import resolve_device
@@ -97,6 +102,44 @@ class Summary:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class RunFinished:
+    """What `execute` tells its `progress` callback each time one of the sweep's runs ends."""
+
+    status: str
+    label: str
+    reason: str | None
+    wall_s: float          # the run's wall time in its worker
+    done: int              # runs of this sweep ended so far, this one included
+    total: int             # runs this sweep executes (those recorded before it started are not among them)
+    eta_s: float | None    # estimated seconds until the last run ends; None while no run has run
+
+
+@dataclass
+class SweepClock:
+    """Counts a sweep's runs as they end and estimates how long the rest will take."""
+
+    total: int
+    jobs: int
+    done: int = 0
+    walls: list = field(default_factory=list)   # wall times of the runs that ran
+
+    def ended(self, status: str, label: str, reason: str | None, wall_s: float) -> RunFinished:
+        self.done += 1
+        if status != "skipped":  # found finished by another sweep: its instant end says nothing of the rest
+            self.walls.append(wall_s)
+        return RunFinished(status, label, reason, wall_s, self.done, self.total, self.eta_s())
+
+    def eta_s(self) -> float | None:
+        left = self.total - self.done
+        if left == 0:
+            return 0.0
+        if not self.walls:
+            return None
+        # `jobs` runs at a time, never more than are left: the last one alone takes a whole run's time.
+        return sum(self.walls) / len(self.walls) * left / min(self.jobs, left)
+
+
 def identity_twin(spec: RunSpec) -> RunSpec:
     return spec.on_identity(hparams_of(DEFENSES.get("identity")))
 
@@ -114,7 +157,8 @@ def plan(specs: list[RunSpec]) -> tuple[list[RunSpec], list[RunSpec]]:
     return list(identity.values()), list(others.values())
 
 
-def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
+def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], None] | None = None) -> Summary:
+    """Run `specs` (and the identity runs they need); `progress` is called as each run ends."""
     if env.timeout is not None:
         check_timeout_supported(env.jobs)
     # Jobs may run on other machines (a Dask cluster sharing the filesystem), where a relative path is theirs.
@@ -154,13 +198,15 @@ def execute(specs: list[RunSpec], env: Env, progress=None) -> Summary:
     prepared = [delayed(_prepare)(s, env, tuple(x for x in RELEASED_SPLITS if x in splits[k]), digests[s.run_id])
                 for k, s in stages.items()]
     errors = dict(zip(stages, list(_parallel(env, prepared))))
+    clock = SweepClock(total=len(todo), jobs=env.jobs)
     for group in ([s for s in todo if s.defense == "identity"], [s for s in todo if s.defense != "identity"]):
-        jobs = [delayed(_run_one)(s, env, errors[digest_json(s.defense_key())], digests[s.run_id])
+        jobs = [delayed(_run_timed)(s, env, errors[digest_json(s.defense_key())], digests[s.run_id])
                 for s in group]
-        for status, label, reason in _parallel(env, jobs, ordered=False):
+        for status, label, reason, wall_s in _parallel(env, jobs, ordered=False):
             summary.add(status, label, reason)
+            run = clock.ended(status, label, reason, wall_s)
             if progress:
-                progress(status, label, reason)
+                progress(run)
     return summary
 
 
@@ -229,11 +275,11 @@ def _time_limit(seconds: float | None):
 
 
 def _worker_setup(env: Env) -> tuple[torch.device, Artifacts]:
-    # Share the cores between workers instead of letting each grab all of them. An explicit
-    # OMP_NUM_THREADS (e.g. two sweeps side by side on one machine) is the user's choice and wins:
-    # threads that outnumber the cores wait on each other and run many times slower.
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, env.jobs)))
+    # Share the cores between the jobs of every harness command on this machine instead of letting
+    # each take all of them (bench.cores; the training loop rebalances as commands start and end):
+    # threads that outnumber the cores wait on each other and run many times slower. An explicit
+    # OMP_NUM_THREADS is the user's choice and wins.
+    cores.setup(env.jobs)
     return worker_device(env.device), Artifacts()
 
 
@@ -271,7 +317,7 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
     """
     device, artifacts = _worker_setup(env)
     try:
-        with _time_limit(env.timeout):
+        with _time_limit(env.timeout), stage_lines.job(_preparation_label(spec)):
             stage = Stage.open(spec, env.data_dir, device, artifacts, digest)
             defense, _ = stage.defense()
             for split in splits:
@@ -285,12 +331,28 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
     return None
 
 
+def _preparation_label(spec: RunSpec) -> str:
+    """What a preparation serves: every run of this defense configuration, dataset and seed."""
+    defense = config_label(spec.defense, json.dumps(spec.defense_params, sort_keys=True))
+    cap = f" (release cap {spec.max_release})" if spec.max_release is not None else ""
+    return f"{defense} on {spec.dataset}[{spec.target_task}] seed {spec.seed}{cap}"
+
+
 def _finished(record: dict | None, digest: str) -> bool:
     """A record of this run exists, was computed on this data, and needs no rerun (a failed one is retried).
 
     A record with no data digest (written before digests existed) counts as computed on other data.
     """
     return record is not None and record["status"] in FINISHED and record.get("data_digest") == digest
+
+
+def _run_timed(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None,
+               digest: str) -> tuple[str, str, str | None, float]:
+    """`_run_one` with its stages reported under the run's label, and its wall time (for the sweep's ETA)."""
+    start = time.perf_counter()
+    with stage_lines.job(spec.label()):
+        status, label, reason = _run_one(spec, env, prep_error, digest)
+    return status, label, reason, time.perf_counter() - start
 
 
 def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,

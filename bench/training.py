@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench import cores, progress
 from bench.errors import BenchError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -97,12 +98,20 @@ def predict(fn: Callable, x: torch.Tensor | tuple[torch.Tensor, ...], *, device:
     if len({len(t) for t in inputs}) > 1:
         raise ValueError(f"predict: inputs of different lengths {[len(t) for t in inputs]}")
     outs = []
-    for start in tqdm(range(0, len(inputs[0]), batch_size), desc=desc, leave=False,
-                      disable=True if desc is None else None):
-        batch = [t[start:start + batch_size].to(device, non_blocking=True) for t in inputs]
-        with autocast(device):
-            out = fn(*batch)
-        outs.append({k: v.float().cpu() for k, v in out.items()} if isinstance(out, dict) else out.float().cpu())
+    n_batches = math.ceil(len(inputs[0]) / batch_size)
+    # A `desc` names a loop worth showing (a release): a bar on a terminal, stage lines in a log.
+    with progress.stage(desc) if desc is not None else contextlib.nullcontext():
+        for done, start in enumerate(tqdm(range(0, len(inputs[0]), batch_size), desc=desc, leave=False,
+                                          disable=True if desc is None else None), 1):
+            batch = [t[start:start + batch_size].to(device, non_blocking=True) for t in inputs]
+            with autocast(device):
+                out = fn(*batch)
+            outs.append({k: v.float().cpu() for k, v in out.items()} if isinstance(out, dict)
+                        else out.float().cpu())
+            if desc is not None:
+                progress.step(f"batch {done}/{n_batches}")
+            else:
+                progress.tick()
     if not outs:
         raise ValueError("predict called on an empty tensor")
     if isinstance(outs[0], dict):
@@ -160,11 +169,15 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Te
             opt.step()
             sched.step()
             bar.update(1)
+            progress.tick()
+            cores.rebalance()  # this job's share of the cores as other commands start and end (every 2 s)
         if val_score is None:
+            progress.step(f"{desc} epoch {epoch + 1}/{config.epochs}")
             continue
         model.eval()
         score = val_score(model)
         bar.set_postfix(epoch=epoch, val=f"{score:.4f}")
+        progress.step(f"{desc} epoch {epoch + 1}/{config.epochs}, val {score:.4f}")
         if score == -math.inf:
             continue  # not yet eligible for selection (e.g. a defense still in its warm-up phase)
         if score > best_score:

@@ -25,7 +25,7 @@ def test_run_all_attackers_then_resume(cli, tmp_path, isolated_cache):
             assert r["metrics"]["release_psnr"] == 100.0 and r["metrics"]["release_ssim"] > 0.999
         assert {"owner", "attacker", "val", "test", "digest"} <= set(r["splits"])
         assert r["versions"]["torch"] and r["train"]["epochs"] == 1
-    for name in ("tradeoff.png", "attackers.png", "grid-synthetic.png"):
+    for name in ("tradeoff.png", "attackers-synthetic.png", "grid-synthetic.png"):
         assert (res / "plots" / name).stat().st_size > 1000
 
     # The leaderboard is regenerated from the JSON files, byte for byte.

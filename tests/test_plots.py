@@ -1,8 +1,12 @@
 """Plots from a hand-made results directory (run records as bench/runner.py writes them)."""
+import colorsys
+import json
 import struct
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import torch
+from matplotlib.text import Text
 
 from bench.pipeline import save_samples
 from bench.plots import SWEEP_CONTEXT, write_plots
@@ -51,6 +55,23 @@ def _results(tmp_path, arl_configs: list[dict], samples: bool = False, max_relea
     return res
 
 
+def _texts_of_saved_figures(monkeypatch) -> dict[str, set[str]]:
+    """file name -> every text drawn in that figure (titles, tick labels, legend entries), for the
+    figures `write_plots` saves from now on in this test."""
+    import bench.plots
+
+    texts: dict[str, set[str]] = {}
+    save = bench.plots._save
+
+    def recording_save(fig, path, **kwargs):
+        saved = save(fig, path, **kwargs)   # drawn first: tick labels hold their text only once drawn
+        texts[path.name] = {t.get_text() for t in fig.findobj(Text) if t.get_text()}
+        return saved
+
+    monkeypatch.setattr(bench.plots, "_save", recording_save)
+    return texts
+
+
 def _png_size(path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC
@@ -88,14 +109,17 @@ def test_grid_has_rows_for_each_configuration_of_one_defense(tmp_path):
     assert height_three > height_one * 1.4   # two more inverted rows (feature maps have no image row)
 
 
-def test_capped_and_uncapped_runs_of_one_configuration_are_told_apart(tmp_path):
-    """A capped identity twin next to the uncapped identity runs: two bars, two legend entries, own originals."""
+def test_capped_and_uncapped_runs_of_one_configuration_are_told_apart(tmp_path, monkeypatch):
+    """A capped identity twin next to the uncapped identity runs: two legend entries, own originals."""
     res = _results(tmp_path, [{"lam": 1.0}], samples=True)
     write_plots(res)
     _, height_uncapped = _png_size(res / "plots" / "grid-synthetic.png")
     _results(tmp_path, [], samples=True, max_release=2)   # identity capped at 2 released images, same directory
+    texts = _texts_of_saved_figures(monkeypatch)
     written = {p.name: p for p in write_plots(res)}
-    assert {"tradeoff.png", "attackers.png", "grid-synthetic.png"} <= set(written)
+    assert {"tradeoff.png", "attackers-synthetic.png", "grid-synthetic.png"} <= set(written)
+    assert "attackers.png" not in written   # one per-attacker figure per dataset, no longer one for all
+    assert {"identity", "identity [2 released]"} <= texts["tradeoff.png"]
     _, height_both = _png_size(written["grid-synthetic.png"])
     assert height_both > height_uncapped * 1.3   # a second originals row, then the capped identity's inversions
 
@@ -115,3 +139,46 @@ def test_a_sweep_compares_its_points_on_the_seeds_they_all_have(tmp_path):
     seeds, agg = _on_common_seeds(long, "arl", lines)
     assert seeds == [0]
     assert set(agg.n) == {1} and set(aggregate(long).n) == {1, 2}
+
+
+def _fmd_eps_sweep(tmp_path):
+    """identity and fmd at eps = 4, 8, 16 (the default) and 32 /255, every attacker, two seeds."""
+    res = tmp_path / "results"
+    defaults = DEFENSES.hparams("fmd")
+    configs = [("identity", {}, 0.0)] + [("fmd", {**defaults, "eps": eps / 255}, eps / 32) for eps in (4, 8, 16, 32)]
+    for defense, params, strength in configs:
+        for attacker in ATTACKS:
+            for seed in (0, 1):
+                write_run(res, _record(defense, params, attacker, seed, strength))
+    return res
+
+
+def test_fmd_configurations_are_labelled_in_255ths_everywhere(tmp_path, monkeypatch):
+    res = _fmd_eps_sweep(tmp_path)
+    texts = _texts_of_saved_figures(monkeypatch)
+    write_plots(res)
+    assert {"fmd(eps=4/255)", "fmd(eps=8/255)", "fmd", "fmd(eps=32/255)"} <= texts["tradeoff.png"]  # legend
+    assert {"fmd(eps=4/255)", "fmd(eps=32/255)"} <= texts["attackers-synthetic.png"]                 # row labels
+    assert {"4/255", "8/255", "16/255", "32/255"} <= texts["sweep-synthetic-fmd-eps.png"]             # x ticks
+    # No figure spells a float out to all its digits (8/255 = 0.03137254901960784).
+    assert not [t for figure in texts.values() for t in figure if "0.0313" in t or "0.0156" in t]
+
+
+def test_each_configuration_of_a_panel_has_its_own_look_in_its_defense_colour():
+    from bench.plots import _config_styles, defense_colour
+
+    arl, fmd = DEFENSES.hparams("arl"), DEFENSES.hparams("fmd")
+    configs = ([("identity", {}, 0), ("identity", {}, 500)]
+               + [("arl", {**arl, "lam": lam}, 0) for lam in range(15)]    # more than there are markers
+               + [("fmd", {**fmd, "eps": eps / 255}, 500) for eps in (4, 8, 16)])
+    rows = pd.DataFrame([{"defense": d, "defense_params": json.dumps(p, sort_keys=True), "eval_split": "test",
+                          "max_release": cap} for d, p, cap in configs])
+    styles = _config_styles(rows)
+    assert len(styles) == len(configs) and len(set(styles.values())) == len(configs)
+    assert list(styles)[:2] == ["identity", "identity [500 released]"]   # the reference first
+    for defense in ("arl", "fmd"):
+        family = [s for name, s in styles.items() if name.startswith(defense)]
+        # Shades of the defense's colour: its hue, lighter or darker.
+        hue = colorsys.rgb_to_hls(*defense_colour(defense))[0]
+        assert all(abs(colorsys.rgb_to_hls(*s.colour)[0] - hue) < 1e-6 for s in family)
+    assert len({defense_colour(d) for d in DEFENSES.names()}) == len(DEFENSES.names())

@@ -220,4 +220,4 @@ def test_identity_alone_in_two_settings_plots(tmp_path):
                        attack_task="class", target_arch="cnn", seed=0, preset="smoke", max_release=cap)
         write_run(tmp_path, {**ok_record(), "run_id": spec.run_id, "spec": spec.to_dict()})
     names = {p.name for p in write_plots(tmp_path)}
-    assert {"tradeoff.png", "attackers.png"} <= names
+    assert {"tradeoff.png", "attackers-synthetic.png"} <= names

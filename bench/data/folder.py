@@ -10,6 +10,9 @@ outside it is ever read), the same image listed twice (whether or not the labels
 a repeated image can land in both train and test and inflate every score), a task column
 with one class, duplicate or empty header names, rows with more fields than the header,
 and a labels.csv that is not UTF-8 (a leading byte-order mark is fine).
+
+The designated task (the first task column), the private task (the second) and the image
+size are defaults the user may not have meant: each load says which it took, in one line.
 """
 from __future__ import annotations
 
@@ -125,6 +128,42 @@ def encode(values: list[str]) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor([index[v] for v in values]), keys
 
 
+# What this process has already said: a sweep loads the data several times (planning, every job).
+_announced: set[str] = set()
+
+
+def choices_line(root: Path, raw: dict[str, list[str]], image_size: int, channels: int) -> str:
+    """One line saying what a folder dataset takes by default, and the option that changes each choice.
+
+    The defaults are silent guesses (the first CSV column as the designated task, a fixed image size):
+    a UTKFace-style `age` column would otherwise become a 104-class task without a word.
+    """
+    tasks = list(raw)
+
+    def task(t: str) -> str:
+        return f"'{t}' ({len(set(raw[t]))} classes)"
+
+    private = f"private task {task(tasks[1])}" if len(tasks) > 1 else "no private task (one task column)"
+    colour = "RGB" if channels == 3 else "grey"
+    return (f"folder dataset {root}: by default designated task {task(tasks[0])}, {private}; "
+            f"images at {image_size}x{image_size} px {colour}; change with --target-task, --private-task, "
+            f"--set folder.image_size=N (tasks: {_listed(tasks)})")
+
+
+def _listed(names: list[str], at_most: int = 8) -> str:
+    """`names` comma-separated, cut short for a CSV with dozens of columns: the line stays one line."""
+    shown = ", ".join(names[:at_most])
+    return shown if len(names) <= at_most else f"{shown}, ... ({len(names)} in all)"
+
+
+def announce_choices(root: Path, raw: dict[str, list[str]], image_size: int, channels: int) -> None:
+    """Print `choices_line` on stdout, once per process for each distinct choice (stderr is for errors)."""
+    line = choices_line(root, raw, image_size, channels)
+    if line not in _announced:
+        _announced.add(line)
+        print(line, flush=True)
+
+
 class Folder(DatasetLoader):
     name = "folder"
     description = "your own images: a directory with labels.csv (column `file`, one column per task)"
@@ -176,6 +215,7 @@ class Folder(DatasetLoader):
             first[path] = n
             paths.append(path)
         where = self._partition(split, len(files), csv_path)
+        announce_choices(root, raw, self.image_size, self.channels)
         key = f"{files_digest(root, [csv_real] + paths)}-{self.image_size}-{self.channels}-{DECODE_VERSION}"
 
         def build():

@@ -1,0 +1,341 @@
+"""Torch threads for jobs that share a machine with other harness commands.
+
+A job alone takes cores / jobs torch threads. Two commands side by side (a sweep and
+a demo, a sweep and the tests) used to take that much each: threads that outnumber the
+cores wait on each other at every OpenMP barrier, spinning, and ran many times slower
+(an attack took 16x as long beside two other commands as alone). So:
+
+- Registry: each harness command running jobs on this machine has an entry, a file named
+  by its pid in `$BENCH_CORES_DIR` (default `<tmp>/bench-cores-<uid>/`), holding its job
+  count, its CPUs and its process's start time. The first job of a command writes it (in
+  the command's own process, or on its behalf in a loky worker, the command's child).
+  An entry whose process has ended (or was killed, or whose pid now belongs to another
+  process) is ignored and removed by whoever reads it next; a command's own entry is
+  removed when its process exits.
+- Share: a job takes max(1, free cores // jobs of every live command using those cores),
+  where a command with an explicit OMP_NUM_THREADS counts as jobs x that many threads
+  taken off the free cores. Alone, that is cores / jobs, as before.
+- Rebalance: `rebalance()`, which the training loop calls after every batch (it does work
+  at most every `REBALANCE_S` seconds), recomputes the share and applies it, so a command
+  started earlier shrinks when another starts and grows back when it ends.
+- OpenMP: libgomp's threads spin up to 300000 rounds at a barrier before they sleep; beside
+  other busy processes that spinning takes the cores the others need. `openmp_defaults()`,
+  which `bench.cli.main` calls before torch loads, sets GOMP_SPINCOUNT to `SPIN_COUNT`
+  unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set already.
+
+OMP_NUM_THREADS, when set, is the user's choice: jobs keep that many threads and never
+rebalance. A Dask worker (possibly on another machine, whose other commands this one cannot
+see) takes cores / jobs. BENCH_THREAD_POLICY=static restores the behaviour from before this
+module everywhere: cores / jobs threads, no registry, no rebalancing, libgomp's own spinning.
+
+Thread counts change no result beyond float reduction order: a run gives bit-identical
+numbers again only with the same number of torch threads (OMP_NUM_THREADS=N, or
+BENCH_THREAD_POLICY=static, pins it).
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchError
+
+POLICIES = ("shared", "static")
+REBALANCE_S = 2.0        # rebalance() reads the registry at most this often
+SPIN_COUNT = "10000"     # libgomp spin rounds before a waiting thread sleeps (its default: 300000)
+
+
+def policy(environ=None) -> str:
+    """`shared` (the default) or `static` (BENCH_THREAD_POLICY=static: cores / jobs, nothing shared)."""
+    value = (os.environ if environ is None else environ).get("BENCH_THREAD_POLICY", "").strip() or "shared"
+    if value not in POLICIES:
+        raise BenchError(f"BENCH_THREAD_POLICY={value!r}: expected one of {', '.join(POLICIES)}")
+    return value
+
+
+def explicit_threads() -> int | None:
+    """Threads per process the user pinned with OMP_NUM_THREADS (its first value: `4,2` nests), or None."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    try:
+        return max(1, int(text.split(",")[0]))
+    except ValueError:
+        return 1  # torch and OpenMP ignore a value they cannot read; count it as one thread
+
+
+def usable_cpus() -> frozenset[int]:
+    """The CPUs this process may run on (its affinity), or range(cpu_count) where that is unknown."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return frozenset(range(os.cpu_count() or 1))
+
+
+def openmp_defaults(environ=None) -> None:
+    """Shorten libgomp's spinning, unless the user chose a wait policy or the static policy is on.
+
+    Only before torch loads (libgomp reads its environment once, when it is loaded); it is
+    inherited by every worker this process starts. Raises BenchError for an unknown policy.
+    """
+    environ = os.environ if environ is None else environ
+    if policy(environ) == "static" or "torch" in sys.modules:
+        return
+    if not environ.get("OMP_WAIT_POLICY") and not environ.get("GOMP_SPINCOUNT"):
+        environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
+# --- the registry ------------------------------------------------------------------------
+def registry_dir() -> Path | None:
+    """The registry's directory, created if needed; None where it cannot be used (then nothing is shared)."""
+    configured = os.environ.get("BENCH_CORES_DIR")
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    path = Path(configured) if configured else Path(tempfile.gettempdir()) / f"bench-cores-{uid if uid is not None else 'user'}"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # In a shared /tmp, a directory someone else made could feed this user's commands anything.
+        if uid is not None and not configured and path.stat().st_uid != uid:
+            return None
+    except OSError:
+        return None
+    return path
+
+
+def start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2, in parentheses) may hold spaces, so count after its ')'.
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def alive(pid: int, started: str | None) -> bool:
+    """Process `pid` runs, and is the one that started at `started` (a pid may be reused)."""
+    now = start_time(pid)
+    if now is not None:
+        return started is None or now == started
+    if Path("/proc/self/stat").exists():  # /proc works, but has no such pid
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def register(pid: int, jobs: int, threads: int | None = None) -> Path | None:
+    """Write command `pid`'s entry: `jobs` jobs, each with `threads` fixed threads (None: a share).
+    Returns its path, or None where the registry cannot be used."""
+    root = registry_dir()
+    if root is None:
+        return None
+    entry = {"pid": pid, "started": start_time(pid), "jobs": max(1, int(jobs)), "threads": threads,
+             "cpus": sorted(usable_cpus())}
+    tmp = root / f".{pid}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, root / str(pid))  # atomic: a reader sees the old entry or the new one, never half
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return None
+    return root / str(pid)
+
+
+def unregister(pid: int) -> None:
+    root = registry_dir()
+    if root is not None:
+        (root / str(pid)).unlink(missing_ok=True)
+
+
+def live_commands() -> dict[int, dict]:
+    """Entries of the commands that still run, by pid; entries of ended ones are removed."""
+    root = registry_dir()
+    if root is None:
+        return {}
+    live = {}
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        path = root / name
+        try:
+            entry = json.loads(path.read_text())
+            pid, jobs = int(entry["pid"]), max(1, int(entry["jobs"]))
+            threads = None if entry.get("threads") is None else max(1, int(entry["threads"]))
+        except FileNotFoundError:
+            continue  # removed since listdir
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # unreadable: written by nothing this module knows
+            continue
+        if pid != int(name) or not alive(pid, entry.get("started")):
+            path.unlink(missing_ok=True)
+            continue
+        live[pid] = {**entry, "jobs": jobs, "threads": threads}
+    return live
+
+
+def share(jobs: int, command: int | None = None, cpus: frozenset[int] | None = None,
+          commands: dict[int, dict] | None = None) -> int:
+    """Torch threads for each of `jobs` jobs of command `command`, beside the other live commands.
+
+    Only commands whose CPUs overlap `cpus` (default: this process's) count. A command with
+    fixed threads (OMP_NUM_THREADS) takes jobs x threads cores off the free ones; the rest are
+    divided evenly among the jobs of every command that shares, `command`'s own included.
+    """
+    cpus = usable_cpus() if cpus is None else cpus
+    commands = live_commands() if commands is None else commands
+    fixed, sharing = 0, max(1, jobs)
+    for pid, entry in commands.items():
+        if pid == command or (entry.get("cpus") and not cpus.intersection(entry["cpus"])):
+            continue
+        if entry["threads"] is None:
+            sharing += entry["jobs"]
+        else:
+            fixed += entry["jobs"] * entry["threads"]
+    return max(1, (len(cpus) - fixed) // sharing)
+
+
+def command_pid() -> int:
+    """The pid of the harness command this process works for: its parent if it is a loky or
+    multiprocessing worker, else itself."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getpid()
+
+
+@contextmanager
+def registered(jobs: int, threads: int | None = None):
+    """This process counts as a harness command with `jobs` jobs within the block (removed after,
+    also on an exception). `setup` registers lazily too; this only scopes the entry to the block."""
+    pid = os.getpid()
+    register(pid, jobs, threads)
+    try:
+        yield
+    finally:
+        unregister(pid)
+
+
+# --- this process's jobs -------------------------------------------------------------------
+@dataclass
+class _Managed:
+    pid: int          # the process that set it up (a forked child inherits this module's state)
+    command: int      # whose jobs these are
+    jobs: int
+    threads: int      # what was last set
+    checked: float    # time.monotonic() of the last look at the registry
+
+
+_state: _Managed | None = None
+_own_entries: set[Path] = set()   # entries naming this process, removed when it exits
+
+
+def _remove_own_entries() -> None:
+    for path in _own_entries:
+        path.unlink(missing_ok=True)
+
+
+atexit.register(_remove_own_entries)
+
+
+def _in_dask_worker() -> bool:
+    if "distributed" not in sys.modules:  # never imported: not a Dask worker (and no import paid here)
+        return False
+    try:
+        from distributed import get_worker
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    trace = os.environ.get("BENCH_CORES_TRACE")
+    if trace:  # for benchmarks: which threads each process had, when
+        try:
+            with open(trace, "a") as f:
+                f.write(f"{os.getpid()} {command_pid()} {time.time():.3f} {n}\n")
+        except OSError:
+            pass
+
+
+def setup(jobs: int) -> int | None:
+    """At the start of a job: take this job's share of the cores. Returns the threads set, or None
+    when OMP_NUM_THREADS decides (the command is then registered with that many threads per job)."""
+    global _state
+    _state = None
+    jobs = max(1, int(jobs))
+    fixed = explicit_threads()
+    if policy() == "static" or _in_dask_worker():
+        if fixed is None:
+            n = max(1, len(usable_cpus()) // jobs)
+            _set_threads(n)
+            return n
+        return None
+    command = command_pid()
+    entry = register(command, jobs, fixed)
+    if entry is not None and command == os.getpid():
+        _own_entries.add(entry)
+    if fixed is not None:
+        return None
+    n = share(jobs, command)
+    _set_threads(n)
+    _state = _Managed(os.getpid(), command, jobs, n, time.monotonic())
+    return n
+
+
+def rebalance(now: float | None = None) -> int | None:
+    """Apply this job's current share if it changed; does work at most every REBALANCE_S seconds.
+
+    Only in a process whose job `setup` gave a share, and only while nobody else changed torch's
+    thread count since (a caller that sets it, e.g. a test pinning one thread, has chosen).
+    Returns the threads in force when it looked, else None.
+    """
+    state = _state
+    if state is None:
+        return None
+    now = time.monotonic() if now is None else now
+    if now - state.checked < REBALANCE_S:
+        return None
+    state.checked = now
+    return _rebalance(state)
+
+
+def _rebalance(state: _Managed) -> int | None:
+    global _state
+    import torch
+
+    if state.pid != os.getpid() or torch.get_num_threads() != state.threads:
+        _state = None
+        return None
+    commands = live_commands()
+    if state.command not in commands:
+        if not alive(state.command, None):
+            return state.threads  # its command has ended (this worker outlived it): leave things be
+        entry = register(state.command, state.jobs)  # removed by someone (a tmp cleaner): count it again
+        if entry is not None and state.command == os.getpid():
+            _own_entries.add(entry)
+    n = share(state.jobs, state.command, commands=commands)
+    if n != state.threads:
+        _set_threads(n)
+        state.threads = n
+    return n

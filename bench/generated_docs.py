@@ -1,0 +1,93 @@
+"""The tables of README.md and RESULTS.md, generated from the reference results.
+
+A generated table sits between two markers,
+
+    <!-- generated: NAME -->
+    ...
+    <!-- end generated: NAME -->
+
+and `python -m bench.generated_docs` rewrites what is between them from `results/reference/`
+(`--check` only reports stale ones, exit 1): no result number in those files is typed by hand,
+and `tests/test_docs.py` fails when one is out of date.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from bench import views
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO / "results" / "reference"
+DOCS = ("README.md", "RESULTS.md")
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
+README_HEADLINE = ["dataset", "rank", "config", "utility_ratio", "worst_leakage", "worst_ci95", "worst_attacker",
+                   "n_seeds", "baseline", "baseline_worst_leakage"]
+
+
+def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
+    """Every generated table by name, as Markdown."""
+    from bench.benchmarks.grid_cost import cost_table
+    from bench.results import leaderboards
+
+    tables = leaderboards(results_dir)
+    return {
+        "headline-ranked": views.markdown(views.headline(tables["headline"], ranked_only=True)[README_HEADLINE]),
+        "headline": views.markdown(views.headline(tables["headline"])),
+        "per-attacker": views.markdown(views.per_attacker(tables["agg"])),
+        "worst": views.markdown(views.worst(tables["worst"])),
+        "claims": _claims_table(results_dir, tables["agg"]),
+        "cost": cost_table(results_dir).fillna(0).reset_index().to_markdown(index=False, floatfmt=".2f"),
+    }
+
+
+def _claims_table(results_dir: Path, agg) -> str:
+    """Each seed paper's claims (results/claims.csv) beside the cell that measures it, judged by its rule."""
+    import pandas as pd
+
+    from bench.claims import judge, labelled, load_claims
+    from bench.results import aggregate, load_runs, long_table
+
+    tuning = Path(results_dir) / "tuning"
+    tables = {"main": labelled(agg),
+              "tuning": labelled(aggregate(long_table(load_runs(tuning)))) if (tuning / "runs").is_dir() else None}
+    rows = [{"paper": v.claim.paper, "claim": v.claim.claim, "paper's value": v.claim.paper_value,
+             "setting here": v.claim.setting, "measured": v.measured, "verdict": v.verdict}
+            for v in judge(load_claims(REPO / "results" / "claims.csv"), tables)]
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def refresh(text: str, tables: dict[str, str], where: str) -> str:
+    """`text` with every generated block replaced by its table; an unknown block name is an error."""
+    def body(m: re.Match) -> str:
+        name = m["name"]
+        if name not in tables:
+            raise KeyError(f"{where}: unknown generated block {name!r} (known: {', '.join(sorted(tables))})")
+        return m.group(1) + tables[name] + "\n" + m.group(4)
+
+    return BLOCK.sub(body, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.generated_docs", description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="report stale tables, change nothing (exit 1 if any)")
+    args = p.parse_args(argv)
+    tables = blocks()
+    stale = []
+    for name in DOCS:
+        path = REPO / name
+        text = path.read_text()
+        new = refresh(text, tables, name)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                path.write_text(new)
+    verb = "stale" if args.check else "rewritten"
+    print(f"{verb}: {', '.join(stale)}" if stale else "generated tables up to date")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

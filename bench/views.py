@@ -1,0 +1,55 @@
+"""The leaderboards as a person reads them: short configuration labels, one row per cell.
+
+Used by `bench leaderboard`, the generated tables of README.md and RESULTS.md, and the report,
+so a table reads the same wherever it is shown.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.results import config_label, setting_label
+
+PER_ATTACKER_METRICS = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance",
+                        "clean_acc"]
+HEADLINE_COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95",
+                    "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage"]
+
+
+def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:
+    """Mean over seeds per configuration, attacker and task; `specs` keeps the rows of those runs
+    (and of their identity twins)."""
+    from bench.registry import ATTACKERS
+
+    view = agg[agg.metric.isin(PER_ATTACKER_METRICS)]
+    if specs:
+        keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}
+        view = view[[(d, a, ds) in keep for d, a, ds in zip(view.defense, view.attacker, view.dataset)]]
+    # Attackers are labelled with their non-default settings too: two settings are two rows, never merged.
+    view = view.assign(config=[config_label(d, p) + setting_label(e, m)
+                               for d, p, e, m in zip(view.defense, view.defense_params, view.eval_split, view.max_release)],
+                       attacker=[config_label(a, p, ATTACKERS) for a, p in zip(view.attacker, view.attacker_params)])
+    index = ["dataset", "config", "attacker", "attack_task"]
+    table = view.pivot_table(index=index, columns="metric", values="mean", aggfunc="first")
+    table["n_seeds"] = view.groupby(index)["n"].max()
+    return table.reset_index()
+
+
+def worst(worst_table: pd.DataFrame) -> pd.DataFrame:
+    w = worst_table.assign(config=[config_label(d, p) for d, p in zip(worst_table.defense, worst_table.defense_params)])
+    first = ["dataset", "config"]
+    return w[first + [c for c in w.columns if c not in first + ["defense", "defense_params"]]]
+
+
+def headline(top: pd.DataFrame, ranked_only: bool = False) -> pd.DataFrame:
+    """The headline ranking with its CI as one `[low, high]` column; `ranked_only` drops the
+    configurations listed apart (below the floor or run against fewer attackers)."""
+    if ranked_only:
+        top = top[top["rank"].notna()]
+    top = top.assign(worst_ci95=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "" for lo, hi in
+                                 zip(top.worst_ci95_low, top.worst_ci95_high)])
+    return top[HEADLINE_COLUMNS]
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A GitHub table; a metric that does not apply is an empty cell (tabulate would print "nan")."""
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="")
