@@ -54,3 +54,20 @@ def test_prints_a_finite_positive_ratio(name):
         assert warm and warm.groups() == ("0", "0"), result.stdout
         bound = re.search(r"^bound for any cold harness:\s+(\S+) x", result.stdout, re.MULTILINE)
         assert bound and math.isfinite(float(bound.group(1))) and float(bound.group(1)) > 0, result.stdout
+
+
+def test_fmd_release_prints_images_per_second_speed_ups_and_peak_share():
+    result = run_benchmark("fmd_release", "--images", "3", "--steps", "2", "--repeats", "1", "--threads", "1",
+                           "--matmul-size", "256")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("machine: "), result.stdout
+    for dataset in ("fashion-mnist", "cifar10"):
+        match = re.search(rf"^{dataset}: FMD release speed-up (\S+)x \(old (\S+) img/s, new (\S+) img/s\)$",
+                          result.stdout, re.MULTILINE)
+        assert match, result.stdout
+        ratio, old, new = map(float, match.groups())
+        assert all(math.isfinite(v) and v > 0 for v in (ratio, old, new)), result.stdout
+        for which in ("old", "new"):
+            share = re.search(rf"^{dataset}: {which} release +(\S+) img/s .* = (\S+)% of peak$", result.stdout,
+                              re.MULTILINE)
+            assert share and float(share.group(1)) > 0 and float(share.group(2)) > 0, result.stdout
