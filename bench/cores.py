@@ -23,10 +23,13 @@ cores wait on each other at every OpenMP barrier, spinning, and ran many times s
   which `bench.cli.main` calls before torch loads, sets GOMP_SPINCOUNT to `SPIN_COUNT`
   unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set already.
 
-OMP_NUM_THREADS, when set, is the user's choice: jobs keep that many threads and never
-rebalance. A Dask worker (possibly on another machine, whose other commands this one cannot
-see) takes cores / jobs. BENCH_THREAD_POLICY=static restores the behaviour from before this
-module everywhere: cores / jobs threads, no registry, no rebalancing, libgomp's own spinning.
+OMP_NUM_THREADS, when the user sets it, is the user's choice: jobs keep that many threads and
+never rebalance. (joblib sets it in every loky worker too, to cores / jobs; a command's process
+records in its environment whether the user had set it, and its workers go by that.) A Dask
+worker, possibly on another machine whose commands this registry does not see, keeps what its
+nanny sets (OMP_NUM_THREADS=1), else cores / jobs, as before. BENCH_THREAD_POLICY=static restores
+the behaviour from before this module everywhere: cores / jobs threads, no registry, no
+rebalancing, libgomp's own spinning.
 
 Thread counts change no result beyond float reduction order: a run gives bit-identical
 numbers again only with the same number of torch threads (OMP_NUM_THREADS=N, or
@@ -50,6 +53,7 @@ from bench.errors import BenchError
 POLICIES = ("shared", "static")
 REBALANCE_S = 2.0        # rebalance() reads the registry at most this often
 SPIN_COUNT = "10000"     # libgomp spin rounds before a waiting thread sleeps (its default: 300000)
+USER_OMP_MARK = "BENCH_USER_OMP_NUM_THREADS"   # "1" or "0": did the command's user set OMP_NUM_THREADS
 
 
 def policy(environ=None) -> str:
@@ -60,15 +64,28 @@ def policy(environ=None) -> str:
     return value
 
 
+def _mark_command_environment(environ) -> None:
+    """In a command's own process: record in the environment its workers inherit whether the user set
+    OMP_NUM_THREADS. joblib sets it in every loky worker it starts (to cores / jobs), so a worker
+    cannot tell from the variable alone."""
+    if multiprocessing.parent_process() is None:
+        environ[USER_OMP_MARK] = "1" if environ.get("OMP_NUM_THREADS", "").strip() else "0"
+
+
 def explicit_threads() -> int | None:
     """Threads per process the user pinned with OMP_NUM_THREADS (its first value: `4,2` nests), or None."""
     text = os.environ.get("OMP_NUM_THREADS", "").strip()
     if not text:
         return None
+    if multiprocessing.parent_process() is not None and os.environ.get(USER_OMP_MARK) == "0":
+        return None  # a worker's, set by joblib: its command's user did not set it
     try:
         return max(1, int(text.split(",")[0]))
     except ValueError:
         return 1  # torch and OpenMP ignore a value they cannot read; count it as one thread
+
+
+_mark_command_environment(os.environ)  # at import: before any worker starts (bench.runner imports this module)
 
 
 def usable_cpus() -> frozenset[int]:
@@ -86,6 +103,7 @@ def openmp_defaults(environ=None) -> None:
     inherited by every worker this process starts. Raises BenchError for an unknown policy.
     """
     environ = os.environ if environ is None else environ
+    _mark_command_environment(environ)
     if policy(environ) == "static" or "torch" in sys.modules:
         return
     if not environ.get("OMP_WAIT_POLICY") and not environ.get("GOMP_SPINCOUNT"):
@@ -97,7 +115,8 @@ def registry_dir() -> Path | None:
     """The registry's directory, created if needed; None where it cannot be used (then nothing is shared)."""
     configured = os.environ.get("BENCH_CORES_DIR")
     uid = os.getuid() if hasattr(os, "getuid") else None
-    path = Path(configured) if configured else Path(tempfile.gettempdir()) / f"bench-cores-{uid if uid is not None else 'user'}"
+    default = Path(tempfile.gettempdir()) / f"bench-cores-{uid if uid is not None else 'user'}"
+    path = Path(configured) if configured else default
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         # In a shared /tmp, a directory someone else made could feed this user's commands anything.
@@ -108,22 +127,28 @@ def registry_dir() -> Path | None:
     return path
 
 
-def start_time(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3 (state) onwards of /proc/PID/stat, or None where that cannot be read."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22; the command name (field 2, in parentheses) may hold spaces, so count after its ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
-    return fields[19] if len(fields) > 19 else None
+    # The command name (field 2, in parentheses) may hold spaces: count after its ')'.
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None   # field 22
 
 
 def alive(pid: int, started: str | None) -> bool:
     """Process `pid` runs, and is the one that started at `started` (a pid may be reused)."""
-    now = start_time(pid)
-    if now is not None:
-        return started is None or now == started
+    fields = _proc_stat(pid)
+    if fields is not None and len(fields) > 19:
+        # A zombie (ended, not yet reaped by its parent) has a stat file but uses no core.
+        return fields[0] not in ("Z", "X") and (started is None or fields[19] == started)
     if Path("/proc/self/stat").exists():  # /proc works, but has no such pid
         return False
     try:
@@ -220,15 +245,23 @@ def command_pid() -> int:
 
 
 @contextmanager
-def registered(jobs: int, threads: int | None = None):
-    """This process counts as a harness command with `jobs` jobs within the block (removed after,
-    also on an exception). `setup` registers lazily too; this only scopes the entry to the block."""
+def registered(jobs: int):
+    """This process counts as a harness command with `jobs` jobs within the block: its entry is
+    removed after (also on an exception), and jobs it ran in-process stop rebalancing.
+
+    `setup` registers a command lazily without it (its entry then lasts as long as its process);
+    this scopes both to the block, for a process that outlives its sweep (a notebook, a test session).
+    """
+    global _state
     pid = os.getpid()
-    register(pid, jobs, threads)
+    if policy() != "static":
+        register(pid, jobs, explicit_threads())
     try:
         yield
     finally:
         unregister(pid)
+        if _state is not None and _state.pid == pid:
+            _state = None
 
 
 # --- this process's jobs -------------------------------------------------------------------
@@ -284,7 +317,12 @@ def setup(jobs: int) -> int | None:
     global _state
     _state = None
     jobs = max(1, int(jobs))
-    fixed = explicit_threads()
+    if _in_dask_worker():
+        # As before: what its nanny set (OMP_NUM_THREADS=1) wins, else cores / jobs. Its machine may be
+        # another, whose commands this registry does not see.
+        fixed = 1 if os.environ.get("OMP_NUM_THREADS", "").strip() else None
+    else:
+        fixed = explicit_threads()
     if policy() == "static" or _in_dask_worker():
         if fixed is None:
             n = max(1, len(usable_cpus()) // jobs)

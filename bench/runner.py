@@ -21,10 +21,11 @@ torch threads and runs one job at a time (Dask workers with one thread each: job
 sharing a process share torch's global RNG). A job takes its share of the cores
 among the jobs of every harness command running on the machine, and the share moves
 as other commands start and end (bench.cores): OMP_NUM_THREADS (Dask's nanny sets it
-to 1) or BENCH_THREAD_POLICY=static (cores / jobs) pins the count. Timings (`fit_s`, `attack_fit_s`, `release_ms_per_image`) never
-repeat. On CUDA, cuDNN's choice of kernels (autotuned when cudnn.benchmark is on) and
-atomic adds in backward passes are not deterministic either (the harness does not set
-torch.use_deterministic_algorithms): GPU runs agree only to within noise.
+to 1) or BENCH_THREAD_POLICY=static (cores / jobs) pins the count. Timings (`fit_s`,
+`attack_fit_s`, `release_ms_per_image`) never repeat. On CUDA, cuDNN's choice of kernels
+(autotuned when cudnn.benchmark is on) and atomic adds in backward passes are not
+deterministic either (the harness does not set torch.use_deterministic_algorithms): GPU
+runs agree only to within noise.
 """
 from __future__ import annotations
 

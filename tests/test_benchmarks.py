@@ -19,6 +19,8 @@ TINY = {
                  "--batch-size", "64"],
     "end_to_end": ["--dataset", "synthetic", "--max-images", "600", "--seeds", "1", "--epochs", "1",
                    "--batch-size", "64", "--jobs", "1"],
+    "shared_machine": ["--dataset", "synthetic", "--max-images", "400", "--epochs", "1", "--batch-size", "64",
+                       "--policy", "shared,static", "--repeat", "1"],
 }
 
 

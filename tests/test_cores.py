@@ -99,8 +99,22 @@ def test_ended_commands_are_ignored_and_removed(registry, other_command):
     assert cores.share(1, os.getpid()) == 1
 
 
+def test_a_zombie_does_not_count(registry):
+    import time
+
+    proc = subprocess.Popen(["true"])  # not reaped until wait(): a zombie once it exits
+    try:
+        while cores._proc_stat(proc.pid)[0] != "Z":
+            time.sleep(0.01)
+        cores.register(proc.pid, 1)
+        assert cores.live_commands() == {}
+    finally:
+        proc.wait()
+
+
 def test_a_killed_command_leaves_an_entry_that_does_not_count(registry):
-    code = "from bench import cores; cores.setup(1); print(cores.command_pid(), flush=True); import time; time.sleep(60)"
+    code = ("from bench import cores; cores.setup(1); print(cores.command_pid(), flush=True); "
+            "import time; time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": ""})
     try:
@@ -128,8 +142,10 @@ def test_registered_scopes_the_entry_to_the_block(registry):
     with pytest.raises(RuntimeError):
         with cores.registered(3):
             assert cores.live_commands()[os.getpid()]["jobs"] == 3
+            assert cores.setup(3) == 1 and cores._state is not None   # a job run in-process
             raise RuntimeError("boom")
     assert cores.live_commands() == {}
+    assert cores._state is None    # it no longer rebalances: the sweep is over
 
 
 def test_setup_registers_and_takes_the_share(registry, other_command):
@@ -244,6 +260,39 @@ def test_a_loky_worker_registers_its_command(registry):
     assert threads == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
+def test_a_worker_tells_its_users_omp_num_threads_from_joblibs(registry, monkeypatch):
+    class Parent:
+        pid = os.getppid()
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cores.explicit_threads() == 1                     # the command's own process: the user's
+    monkeypatch.setattr(cores.multiprocessing, "parent_process", lambda: Parent())
+    monkeypatch.setenv(cores.USER_OMP_MARK, "0")
+    assert cores.explicit_threads() is None                  # a worker's, set by joblib
+    monkeypatch.setenv(cores.USER_OMP_MARK, "1")
+    assert cores.explicit_threads() == 1                     # passed on from the user by joblib
+
+
+@pytest.mark.parametrize("omp, threads", [("", None), ("1", 1)])
+def test_loky_workers_of_a_command_share_unless_the_user_set_threads(registry, tmp_path, omp, threads):
+    trace = tmp_path / "trace"
+    env = {**os.environ, "OMP_NUM_THREADS": omp, "BENCH_CORES_TRACE": str(trace)}
+    env.pop(cores.USER_OMP_MARK, None)
+    result = subprocess.run([sys.executable, "-m", "bench", "run", "--dataset", "synthetic", "--preset", "smoke",
+                             "--seeds", "0,1", "--attacker", "adaptive", "--jobs", "2", "--no-plots",
+                             "--results-dir", str(tmp_path / "r")], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    # Its two preparations and two runs went to loky workers, which registered the command, their parent.
+    [entry] = [json.loads(p.read_text()) for p in registry.iterdir()]
+    assert entry["jobs"] == 2 and entry["threads"] == threads
+    workers = {line.split()[0] for line in trace.read_text().splitlines()} if trace.exists() else set()
+    if threads is None:
+        assert workers and str(entry["pid"]) not in workers   # each took a share (and traced it)
+    else:
+        assert not workers                                     # none touched the user's count
+
+
 def test_worker_setup_takes_the_share(registry, other_command, tmp_path):
     from bench.runner import Env, _worker_setup
 
@@ -271,18 +320,19 @@ def test_the_training_loop_rebalances_after_every_batch(monkeypatch):
     ({"GOMP_SPINCOUNT": "5"}, "5"),
     ({"BENCH_THREAD_POLICY": "static"}, None),
 ])
-def test_the_cli_shortens_openmp_spinning_before_torch_loads(env, expected):
-    code = ("import os, sys; from bench.cli import main; main(['list']); "
+def test_the_cli_shortens_openmp_spinning_before_torch_loads(env, expected, tmp_path):
+    # A command that stops before loading torch: main set the value by then (libgomp reads it when torch loads).
+    code = (f"import os, sys; from bench.cli import main; main(['leaderboard', '--results-dir', {str(tmp_path)!r}]); "
             "print('torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT'), file=sys.stderr)")
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
                                                               "BENCH_THREAD_POLICY")}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                             env={**base, "OMP_NUM_THREADS": "1", **env}, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.split()[-2:] == ["True", str(expected)]
+    assert result.stderr.split()[-2:] == ["False", str(expected)]
 
 
 def test_openmp_defaults_leave_a_process_whose_torch_is_loaded(monkeypatch):
     environ = {}
     cores.openmp_defaults(environ)   # torch is loaded here: libgomp would never read it
-    assert environ == {}
+    assert "GOMP_SPINCOUNT" not in environ
