@@ -14,7 +14,7 @@ from conftest import REPO
 
 TINY = {
     "training_loop": ["--dataset", "synthetic", "--n-images", "256", "--steps", "4", "--batch-size", "64",
-                      "--threads", "1", "--matmul-size", "256"],
+                      "--threads", "1", "--matmul-size", "256", "--no-compile", "--curve-images", "128"],
     "parallel": ["--dataset", "synthetic", "--max-images", "600", "--seeds", "2", "--epochs", "1",
                  "--batch-size", "64"],
     "end_to_end": ["--dataset", "synthetic", "--max-images", "600", "--seeds", "1", "--epochs", "1",
@@ -56,6 +56,105 @@ def test_prints_a_finite_positive_ratio(name):
         assert warm and warm.groups() == ("0", "0"), result.stdout
         bound = re.search(r"^bound for any cold harness:\s+(\S+) x", result.stdout, re.MULTILINE)
         assert bound and math.isfinite(float(bound.group(1))) and float(bound.group(1)) > 0, result.stdout
+
+
+def _short_training(variant: str, seed: int = 0):
+    """48 steps of the shared loop on fixed synthetic data with one of the benchmark's loop variants:
+    (loss, accuracy) on 256 held-out images. Seed-to-seed, these move by about 0.15 and 0.06."""
+    import torch
+    import torch.nn.functional as F
+
+    from bench.benchmarks.training_loop import VARIANTS
+    from bench.models import build_classifier
+    from bench.training import TrainConfig, train
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(512) % 4
+    x = (torch.rand(4, 1, 16, 16, generator=g)[y] + 0.3 * torch.randn(512, 1, 16, 16, generator=g)).clamp(0, 1)
+    prepare, loss_fn = VARIANTS[variant]
+    torch.manual_seed(seed)
+    model = train(prepare(build_classifier("cnn", (1, 16, 16), 4)), loss_fn, x[:256], y[:256],
+                  config=TrainConfig(epochs=6, batch_size=32, lr=5e-3, augment=True), device=torch.device("cpu"),
+                  seed=seed)
+    with torch.no_grad():
+        logits = model(x[256:])
+    return F.cross_entropy(logits, y[256:]).item(), (logits.argmax(1) == y[256:]).float().mean().item()
+
+
+def test_channels_last_keeps_the_numbers():
+    """The benchmark's channels_last variant trains to the same loss and accuracy as today's loop: on CPU
+    the same arithmetic in another memory order, equal up to float rounding (measured: 0.1462 vs 0.1461
+    and one image of 256), far inside seed noise."""
+    loss, acc = _short_training("today")
+    loss_cl, acc_cl = _short_training("channels_last")
+    assert loss_cl == pytest.approx(loss, rel=0.02), (loss, loss_cl)
+    assert acc_cl == pytest.approx(acc, abs=0.02), (acc, acc_cl)
+
+
+@pytest.mark.slow
+def test_compile_keeps_the_numbers_within_seed_noise():
+    """torch.compile changes float rounding and draws dropout masks from inductor's own RNG: the run
+    is another sample of the same training, so it must land within seed noise (measured: loss 0.154
+    vs 0.146, accuracy 0.957 vs 0.973; seed 1 gives 0.303 and 0.914). Slow: a cold inductor compile."""
+    loss, acc = _short_training("today")
+    loss_c, acc_c = _short_training("compile")
+    assert loss_c == pytest.approx(loss, rel=0.3), (loss, loss_c)
+    assert acc_c == pytest.approx(acc, abs=0.05), (acc, acc_c)
+
+
+def test_training_loop_reports_variants_and_early_stopping():
+    result = run_benchmark("training_loop", *TINY["training_loop"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for line in ("shared harness loop:", "channels_last loop:", "torch.compile loop:", "best vs today's loop:"):
+        assert re.search(rf"^{re.escape(line)}", out, re.MULTILINE), out
+    assert re.search(r"^channels_last loop:\s+\d+ images/s .*ratio (\S+) x vs today", out, re.MULTILINE), out
+    assert re.search(r"^channels_last achieves:.*= \S+% of peak$", out, re.MULTILINE), out
+    curve = re.search(r"^  cnn: val accuracy by epoch ([\d. ]+); best epoch (\d+), (stopped early|ran all)", out,
+                      re.MULTILINE)
+    assert curve and 1 <= int(curve.group(2)) <= len(curve.group(1).split()), out
+    assert re.search(r"^  cnn: one epoch .* a val pass costs \S+% of an epoch", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_training_loop_compile_variant_reports_or_says_unavailable():
+    """torch.compile (inductor) compiles from an empty cache: a minute or more, hence `slow`."""
+    args = [a for a in TINY["training_loop"] if a != "--no-compile"]
+    result = subprocess.run([sys.executable, "-m", "bench.benchmarks.training_loop", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = re.search(r"^torch\.compile loop:\s+(.*)$", result.stdout, re.MULTILINE)
+    assert line, result.stdout
+    assert "unavailable on this machine" in line.group(1) or re.search(r"ratio \S+ x vs today", line.group(1)), \
+        result.stdout
+
+
+def test_end_to_end_sweep_counts_and_speed_up():
+    """`--grid sweep` at tiny size: identity + 3 noise settings x 5 attackers x 1 seed, on both sides."""
+    args = ["--grid", "sweep", "--dataset", "synthetic", "--max-images", "600", "--seeds", "1", "--epochs", "1",
+            "--batch-size", "64", "--jobs", "1"]
+    result = subprocess.run([sys.executable, "-m", "bench.benchmarks.end_to_end", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    counts = r"designated\s+(\d+), clean\s+(\d+), defense fits\s+(\d+), release calls\s+(\d+)"
+    harness = re.search(rf"^harness .*cold cache\):.*{counts}\s+\((\d+) runs ok\)", out, re.MULTILINE)
+    naive = re.search(rf"^naive per-run pipeline:.*{counts}\s+\((\d+) runs\)", out, re.MULTILINE)
+    assert harness and naive, out
+    # 4 defense configurations (identity + 3) x 5 attackers x 1 seed = 20 runs on each side.
+    assert harness.group(5) == naive.group(5) == "20", out
+    # Harness: one designated model, the 3 transfer clean models (finetune's is the cnn among them),
+    # one fit and 3 releases per configuration. Naive: everything per run.
+    assert tuple(map(int, harness.groups()[:4])) == (1, 3, 4, 12), out
+    assert tuple(map(int, naive.groups()[:4])) == (20, 4 * 4, 20, 60), out
+    ratio = re.search(r"^speed-up:\s+(\S+) x\b", out, re.MULTILINE)
+    assert ratio and math.isfinite(float(ratio.group(1))) and float(ratio.group(1)) > 0, out
+    marginal = re.findall(rf"^  \+ one (setting|attacker|seed)\b.*:\s+(\S+) s\s+{counts}", out, re.MULTILINE)
+    assert [m[0] for m in marginal] == ["setting", "attacker", "seed"], out
+    assert all(math.isfinite(float(m[1])) and float(m[1]) > 0 for m in marginal), out
+    # One more setting: its fit and 3 releases; one more seed: everything a seed needs again.
+    assert tuple(map(int, marginal[0][2:])) == (0, 0, 1, 3), out
+    assert tuple(map(int, marginal[2][2:])) == (1, 3, 4, 12), out
 
 
 def test_fmd_release_prints_images_per_second_speed_ups_and_peak_share():

@@ -1,22 +1,32 @@
 """A grid of runs through the harness vs a naive per-run research pipeline.
 
     python -m bench.benchmarks.end_to_end --max-images 6000 --seeds 2 --defense identity
+    python -m bench.benchmarks.end_to_end --grid sweep --defense noise --values 0.1,0.2,0.4
 
-The grid: one defense (identity by default; `--defense vfc` for VFC with its default,
-small settings) x 5 attackers (transfer, finetune, adaptive, attribute, inversion) x
-`--seeds` seeds on a subset of `--max-images` images, with the same short TrainConfig
-on both sides.
+Two grids, each with the same short TrainConfig on both sides:
+  - `--grid defended` (default): one defense (identity by default; `--defense vfc` for VFC
+    with its default, small settings) x 5 attackers (transfer, finetune, adaptive,
+    attribute, inversion) x `--seeds` seeds on a subset of `--max-images` images;
+  - `--grid sweep`: identity plus one defense at several settings (`--defense noise` with
+    `--values` of its sigma, or `--defense vfc` with values of its keep fraction) x the 5
+    attackers x `--seeds` seeds: the shape of a real sweep, where leakage needs the
+    identity runs and both sides run them.
   (a) harness: `bench.runner.execute` over RunSpecs with `--jobs` workers, starting
-      from a fresh, empty BENCH_CACHE (cold: the dataset is decoded, every model trained),
-      then once more into new results on the now-warm cache: what is left is the attack
-      models no cache shares, so naive / warm bounds what any cold run could gain;
+      from a fresh, empty BENCH_CACHE (cold: the dataset is decoded, every model trained).
+      Defended grid: then once more into new results on the now-warm cache: what is left
+      is the attack models no cache shares, so naive / warm bounds what any cold run could
+      gain. Sweep grid: then three more runs into the same results and cache, each the grid
+      plus one more thing (a setting `--extra-value`, an attacker configuration, a seed),
+      whose wall time is the marginal cost of that thing (finished runs are skipped);
   (b) naive: what a typical research script does for each run on its own: decode the
       raw data, train the designated model, fit the defense, release the three splits,
       train the attacker's models, all through DataLoaders with per-sample torchvision
       transforms, sharing and caching nothing between runs. It reuses the harness's
       model builders and its defense classes (their fit is the same code on both sides)
       and takes the attackers' hyperparameters from the harness's attacker classes.
-Calls to Defense.fit and Defense.release are counted on both sides, in every process.
+Counted on both sides, in every process: trainings of the designated model, of clean
+models (the transfer attacker's off-the-shelf models and the one finetune starts from),
+and calls to Defense.fit and Defense.release.
 """
 from __future__ import annotations
 
@@ -43,12 +53,19 @@ from bench.training import TrainConfig, as_float, resolve_device
 
 ATTACKER_GRID = ("transfer", "finetune", "adaptive", "attribute", "inversion")
 DEFENSE_CHOICES = ("identity", "vfc")
+# The hyperparameter `--grid sweep` varies, by defense.
+SWEEP_PARAMS = {"noise": "sigma", "vfc": "keep"}
+# The marginal cost of one more attacker: an attacker configuration the grid does not hold.
+EXTRA_ATTACKER = ("adaptive", "budget", "1000")
 
 
-# --- counting defense calls, in this process and in the runner's workers ----------------------
-def count_defense_calls(path: str) -> None:
-    """From now on, append one line per Defense.fit / Defense.release call in this process to `path`."""
-    from bench.protocol import Defense  # imported here: loky may run this function pickled by value
+# --- counting trainings and defense calls, in this process and in the runner's workers -------
+def count_calls(path: str) -> None:
+    """From now on, append one line per Defense.fit / Defense.release call and per training of a
+    designated or clean model by the harness (`bench.pipeline`) in this process to `path`."""
+    # Imported here: loky may run this function pickled by value.
+    import bench.pipeline
+    from bench.protocol import Defense
 
     for name in ("fit", "release"):
         method = getattr(Defense, name)
@@ -56,15 +73,39 @@ def count_defense_calls(path: str) -> None:
             method = _counting(name, method)
             setattr(Defense, name, method)
         method.count_file = path
+    fit = bench.pipeline.fit_classifier
+    if not hasattr(fit, "count_file"):
+        fit = _counting_trainings(fit)
+        bench.pipeline.fit_classifier = fit
+    fit.count_file = path
 
 
 def _counting(name: str, method):
     def counted(self, *args, **kwargs):
-        with open(counted.count_file, "a") as f:
-            f.write(name + "\n")
+        record(counted.count_file, name)
         return method(self, *args, **kwargs)
 
     return counted
+
+
+def _counting_trainings(fit):
+    # The pipeline names each training by its role: "target cnn", "attacker-clean resnet", ...
+    def counted(*args, desc: str = "classifier", **kwargs):
+        record(counted.count_file, "designated" if desc.startswith("target") else "clean")
+        return fit(*args, desc=desc, **kwargs)
+
+    return counted
+
+
+def record(path: str | None, name: str) -> None:
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(name + "\n")
+
+
+def counts_text(c: Counter) -> str:
+    return (f"designated {c['designated']:3d}, clean {c['clean']:3d}, defense fits {c['fit']:3d}, "
+            f"release calls {c['release']:3d}")
 
 
 def read_counts(path: Path) -> Counter:
@@ -165,10 +206,13 @@ def accuracy_on(x: torch.Tensor, y: torch.Tensor, device: torch.device):
 class NaiveRun:
     """One (seed, attacker) run from raw files to a number, sharing nothing with any other run."""
 
-    def __init__(self, args, preset, device: torch.device, seed: int):
+    def __init__(self, args, preset, device: torch.device, seed: int, defense: str | None = None,
+                 defense_params: dict | None = None, count_file: str | None = None):
         from bench.data.splits import make_splits
 
         self.args, self.config, self.device, self.seed = args, preset.train, device, seed
+        self.defense, self.defense_params = defense or args.defense, defense_params or {}
+        self.count_file = count_file
         self.data = decode_raw(args.dataset, args.data_dir)
         self.splits = make_splits(self.data, seed, **preset.caps())
         self.task = self.data.default_task
@@ -181,6 +225,7 @@ class NaiveRun:
 
     def clean_classifier(self, arch: str, split: str, task: str) -> torch.nn.Module:
         """A classifier trained on clean uint8 images, one PIL image at a time."""
+        record(self.count_file, "designated" if split == "owner" else "clean")
         torch.manual_seed(self.seed)
         model = build_classifier(arch, self.data.image_shape, self.data.num_classes(task))
         transform = per_sample_transform(self.data.image_shape[-1], self.config.flip) if self.config.augment \
@@ -198,10 +243,11 @@ class NaiveRun:
     def run(self, attacker: str) -> float:
         from bench.protocol import DataSpec, FitData
         from bench.registry import ATTACKERS, DEFENSES
+        from bench.results import recorded_params
 
         t, device, cfg = self.task, self.device, self.config
         target = self.clean_classifier("cnn", "owner", t)
-        defense = DEFENSES.create(self.args.defense, {})
+        defense = DEFENSES.create(self.defense, recorded_params(self.defense, self.defense_params))
         spec = DataSpec(self.data.image_shape, self.data.num_classes(t), t)
         defense.fit(FitData(as_float(self.images("owner")), self.labels("owner", t), as_float(self.images("val")),
                             self.labels("val", t), spec, device, cfg), target, seed=self.seed)
@@ -242,27 +288,53 @@ class NaiveRun:
 
 
 # --- the comparison --------------------------------------------------------------------------
-def harness_specs(args, data) -> list:
+def harness_specs(args, data, configs: list[tuple[str, dict]] | None = None, seeds=None,
+                  attackers: list[tuple[str, dict]] | None = None) -> list:
+    """RunSpecs of every (defense configuration, attacker configuration, seed); by default the defended grid."""
     from bench.registry import ATTACKERS
     from bench.runspec import RunSpec
 
+    configs = configs if configs is not None else [(args.defense, {})]
+    attackers = attackers if attackers is not None else [(a, {}) for a in ATTACKER_GRID]
+    seeds = seeds if seeds is not None else range(args.seeds)
     specs = []
-    for attacker in ATTACKER_GRID:
-        task = data.private_task if ATTACKERS.get(attacker).uses_private_task else data.default_task
-        specs += [RunSpec(defense=args.defense, attacker=attacker, dataset=args.dataset,
-                          target_task=data.default_task, attack_task=task, target_arch="cnn", seed=seed,
-                          preset=PRESET_NAME) for seed in range(args.seeds)]
+    for defense, defense_params in configs:
+        for attacker, attacker_params in attackers:
+            task = data.private_task if ATTACKERS.get(attacker).uses_private_task else data.default_task
+            specs += [RunSpec(defense=defense, attacker=attacker, dataset=args.dataset,
+                              target_task=data.default_task, attack_task=task, target_arch="cnn", seed=seed,
+                              preset=PRESET_NAME, defense_params=defense_params, attacker_params=attacker_params)
+                      for seed in seeds]
     return specs
+
+
+def sweep_configs(defense: str, values: list[str]) -> list[tuple[str, dict]]:
+    """identity, then `defense` at each value of its swept hyperparameter, typed as `--set` would type them."""
+    from bench.registry import DEFENSES
+    from bench.sweep import configurations
+
+    identity = configurations(DEFENSES, "identity", {})[0]  # {}: what the runner's identity twins hold
+    return [("identity", identity)] + [(defense, p) for p in
+                                       configurations(DEFENSES, defense, {SWEEP_PARAMS[defense]: values})]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default) or synthetic for tests")
     parser.add_argument("--data-dir", type=Path, help="where the IDX files live (default: Debian's location)")
-    parser.add_argument("--max-images", type=int, default=6000, help="subset size (default 6000)")
+    parser.add_argument("--grid", default="defended", choices=("defended", "sweep"),
+                        help="defended (default): one defense x 5 attackers x seeds; sweep: identity + one "
+                             "defense at several settings x 5 attackers x seeds, and the marginal costs")
+    parser.add_argument("--max-images", type=int,
+                        help="subset size (default 6000 for the defended grid, 3000 for the sweep)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds in the grid (default 2)")
-    parser.add_argument("--defense", default="identity", choices=DEFENSE_CHOICES,
-                        help="identity (default) or vfc (its default settings: 2 epochs, 16-d latent)")
+    parser.add_argument("--defense", choices=sorted({*DEFENSE_CHOICES, *SWEEP_PARAMS}),
+                        help="defended grid: identity (default) or vfc (its default settings: 2 epochs, 16-d "
+                             "latent); sweep: noise (default, its sigma swept) or vfc (its keep fraction swept)")
+    parser.add_argument("--values", default="0.1,0.2,0.4",
+                        help="sweep: the settings of the swept hyperparameter (default 0.1,0.2,0.4)")
+    parser.add_argument("--extra-value", default="0.3",
+                        help="sweep: the setting whose marginal cost is measured (default 0.3)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of every model the preset trains (default 2)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="harness workers (default: all cores)")
@@ -270,56 +342,70 @@ def main() -> None:
                         help="DataLoader worker processes of the naive side (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     args = parser.parse_args()
+    if args.grid == "defended":
+        args.defense = args.defense or "identity"
+        if args.defense not in DEFENSE_CHOICES:
+            parser.error(f"--defense {args.defense}: the defended grid takes {' or '.join(DEFENSE_CHOICES)}")
+    else:
+        args.defense = args.defense or "noise"
+        if args.defense not in SWEEP_PARAMS:
+            parser.error(f"--defense {args.defense}: the sweep takes {' or '.join(SWEEP_PARAMS)}")
+    if args.max_images is None:
+        args.max_images = 6000 if args.grid == "defended" else 3000
     device = resolve_device(args.device)
     preset = subset_preset(args.max_images, TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=5e-3,
                                                         augment=True, patience=args.epochs))
 
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as work:
         os.environ["BENCH_CACHE"] = cache  # fresh and empty: the harness starts cold
-        from bench.runner import Env, execute
-
-        work = Path(work)
-        data = decode_raw(args.dataset, args.data_dir)  # only for task names; not timed
-        specs = harness_specs(args, data)
         print(f"machine: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {device}, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS') or 'unset'}")
-        print(f"grid: {args.defense} x {', '.join(ATTACKER_GRID)} x {args.seeds} seeds on {args.dataset}, "
-              f"<= {args.max_images} images, {args.epochs} epochs, batch {args.batch_size}")
+        if args.grid == "defended":
+            defended_grid(args, preset, device, Path(work))
+        else:
+            sweep_grid(args, preset, device, Path(work))
 
-        setups = ((count_defense_calls, (str(work / "harness-calls"),)),)
-        with preset_everywhere(preset, setups):
-            start = time.perf_counter()
-            env = Env(results_dir=work / "results", device=args.device, jobs=args.jobs,
-                      data_dir=str(args.data_dir) if args.data_dir else None)
-            summary = execute(specs, env)
-            harness_s = time.perf_counter() - start
-            harness_calls = read_counts(work / "harness-calls")
-            # The same grid again into new results, on the now-warm cache: only the work no cache
-            # can share is left (the attackers' non-cached models), a floor for any cold harness run.
-            start = time.perf_counter()
-            warm = execute(specs, dataclasses.replace(env, results_dir=work / "results-warm"))
-            warm_s = time.perf_counter() - start
-        if summary.failed or warm.failed:
-            raise SystemExit(f"harness: {summary.text()}; warm: {warm.text()}")
-        warm_calls = read_counts(work / "harness-calls") - harness_calls
 
-        count_defense_calls(str(work / "naive-calls"))
+def defended_grid(args, preset, device: torch.device, work: Path) -> None:
+    from bench.runner import Env, execute
+
+    data = decode_raw(args.dataset, args.data_dir)  # only for task names; not timed
+    specs = harness_specs(args, data)
+    print(f"grid: {args.defense} x {', '.join(ATTACKER_GRID)} x {args.seeds} seeds on {args.dataset}, "
+          f"<= {args.max_images} images, {args.epochs} epochs, batch {args.batch_size}")
+
+    setups = ((count_calls, (str(work / "harness-calls"),)),)
+    with preset_everywhere(preset, setups):
         start = time.perf_counter()
-        for seed in range(args.seeds):
-            for attacker in ATTACKER_GRID:
-                NaiveRun(args, preset, device, seed).run(attacker)
-        naive_s = time.perf_counter() - start
-        naive_calls = read_counts(work / "naive-calls")
+        env = Env(results_dir=work / "results", device=args.device, jobs=args.jobs,
+                  data_dir=str(args.data_dir) if args.data_dir else None)
+        summary = execute(specs, env)
+        harness_s = time.perf_counter() - start
+        harness_calls = read_counts(work / "harness-calls")
+        # The same grid again into new results, on the now-warm cache: only the work no cache
+        # can share is left (the attackers' non-cached models), a floor for any cold harness run.
+        start = time.perf_counter()
+        warm = execute(specs, dataclasses.replace(env, results_dir=work / "results-warm"))
+        warm_s = time.perf_counter() - start
+    if summary.failed or warm.failed:
+        raise SystemExit(f"harness: {summary.text()}; warm: {warm.text()}")
+    warm_calls = read_counts(work / "harness-calls") - harness_calls
+
+    naive_file = str(work / "naive-calls")
+    count_calls(naive_file)
+    start = time.perf_counter()
+    for seed in range(args.seeds):
+        for attacker in ATTACKER_GRID:
+            NaiveRun(args, preset, device, seed, count_file=naive_file).run(attacker)
+    naive_s = time.perf_counter() - start
+    naive_calls = read_counts(work / "naive-calls")
 
     n_runs = len(ATTACKER_GRID) * args.seeds
-    print(f"harness  ({args.jobs} jobs, cold cache): {harness_s:8.1f} s   "
-          f"defense fits {harness_calls['fit']:3d}, release calls {harness_calls['release']:3d}  "
+    print(f"harness  ({args.jobs} jobs, cold cache): {harness_s:8.1f} s   {counts_text(harness_calls)}  "
           f"({summary.ok} runs ok)")
-    print(f"naive per-run pipeline:        {naive_s:8.1f} s   "
-          f"defense fits {naive_calls['fit']:3d}, release calls {naive_calls['release']:3d}  ({n_runs} runs)")
+    print(f"naive per-run pipeline:        {naive_s:8.1f} s   {counts_text(naive_calls)}  ({n_runs} runs)")
     print(f"speed-up:                      {naive_s / harness_s:8.2f} x")
-    print(f"harness again, warm cache:     {warm_s:8.1f} s   "
-          f"defense fits {warm_calls['fit']:3d}, release calls {warm_calls['release']:3d}  "
+    print(f"harness again, warm cache:     {warm_s:8.1f} s   {counts_text(warm_calls)}  "
           f"(left: the attack models no cache shares)")
     print(f"bound for any cold harness:    {naive_s / warm_s:8.2f} x   (naive / warm)")
     print("differences that remain:")
@@ -327,6 +413,79 @@ def main() -> None:
         print(f"  - the harness also runs the {n_runs} identity calibration runs leakage needs (the naive side "
               f"does not), and fits identity too: it does more work than the naive side")
     print("  - the harness computes more metrics (agreement, SSIM, chance levels) and writes one JSON per run")
+    print("  - the defense's own fit is the same code on both sides (its training loop is the harness's)")
+    print(f"  - the naive side decodes the data {n_runs} times; the harness once per process into its cache")
+
+
+def sweep_grid(args, preset, device: torch.device, work: Path) -> None:
+    from bench.registry import ATTACKERS
+    from bench.runner import Env, execute
+    from bench.sweep import configurations
+
+    data = decode_raw(args.dataset, args.data_dir)  # only for task names; not timed
+    param = SWEEP_PARAMS[args.defense]
+    values = [v.strip() for v in args.values.split(",") if v.strip()]
+    configs = sweep_configs(args.defense, values)
+    extra_config = sweep_configs(args.defense, [args.extra_value])[1:]
+    name, extra_param, extra_value = EXTRA_ATTACKER
+    extra_attacker = [(name, configurations(ATTACKERS, name, {extra_param: [extra_value]})[0])]
+    specs = harness_specs(args, data, configs)
+    n_runs = len(configs) * len(ATTACKER_GRID) * args.seeds
+    print(f"grid: identity + {args.defense} {param}={','.join(values)} x {', '.join(ATTACKER_GRID)} x {args.seeds} "
+          f"seeds = {n_runs} runs on {args.dataset}, <= {args.max_images} images, {args.epochs} epochs, "
+          f"batch {args.batch_size}")
+
+    calls = work / "harness-calls"
+    setups = ((count_calls, (str(calls),)),)
+    env = Env(results_dir=work / "results", device=args.device, jobs=args.jobs,
+              data_dir=str(args.data_dir) if args.data_dir else None)
+    marginal = []
+    with preset_everywhere(preset, setups):
+        start = time.perf_counter()
+        summary = execute(specs, env)
+        harness_s = time.perf_counter() - start
+        if summary.failed:
+            raise SystemExit(f"harness: {summary.text()}")
+        harness_calls = read_counts(calls)
+        # Each on top of the grid, into the same results and cache: its finished runs are skipped,
+        # so the wall time is what adding that one thing to a sweep costs.
+        more = {f"one setting ({param}={args.extra_value}, {len(ATTACKER_GRID)} attackers x {args.seeds} seeds)":
+                harness_specs(args, data, extra_config),
+                f"one attacker ({name} {extra_param}={extra_value}, on each setting and seed)":
+                harness_specs(args, data, configs, attackers=extra_attacker),
+                f"one seed (seed {args.seeds}, the whole grid)":
+                harness_specs(args, data, configs, seeds=[args.seeds])}
+        for label, extra in more.items():
+            before = read_counts(calls)
+            start = time.perf_counter()
+            result = execute(specs + extra, env)
+            wall = time.perf_counter() - start
+            if result.failed:
+                raise SystemExit(f"harness, {label}: {result.text()}")
+            marginal.append((label, wall, read_counts(calls) - before, result.ok))
+
+    naive_file = str(work / "naive-calls")
+    count_calls(naive_file)
+    start = time.perf_counter()
+    for defense, params in configs:
+        for seed in range(args.seeds):
+            for attacker in ATTACKER_GRID:
+                NaiveRun(args, preset, device, seed, defense, params, count_file=naive_file).run(attacker)
+    naive_s = time.perf_counter() - start
+    naive_calls = read_counts(Path(naive_file))
+
+    print(f"harness  ({args.jobs} jobs, cold cache): {harness_s:8.1f} s   {counts_text(harness_calls)}  "
+          f"({summary.ok} runs ok)")
+    print(f"naive per-run pipeline:        {naive_s:8.1f} s   {counts_text(naive_calls)}  ({n_runs} runs)")
+    print(f"speed-up:                      {naive_s / harness_s:8.2f} x")
+    per_run = naive_s / n_runs
+    print(f"marginal cost in the harness (each added alone to the grid above, same results and cache; naive: "
+          f"its mean {per_run:.1f} s per run x the runs added):")
+    for label, wall, counted, ok in marginal:
+        print(f"  + {label}: {wall:7.1f} s  {counts_text(counted)}  ({ok} runs; naive ~{ok * per_run:.0f} s)")
+    print("differences that remain:")
+    print("  - both sides run every identity run leakage needs (they are part of the grid)")
+    print("  - the harness computes more metrics (agreement, SSIM, chance levels, leakage) and writes one JSON per run")
     print("  - the defense's own fit is the same code on both sides (its training loop is the harness's)")
     print(f"  - the naive side decodes the data {n_runs} times; the harness once per process into its cache")
 
