@@ -39,6 +39,7 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
         "per-attacker": views.markdown(views.per_attacker(tables["agg"])),
         "worst": views.markdown(views.worst(tables["worst"])),
         "claims": _claims_table(results_dir, tables["agg"]),
+        "benchmarks": _benchmark_table(REPO / "docs" / "benchmarks"),
         "cost": cost_table(results_dir).fillna(0).reset_index().to_markdown(index=False, floatfmt=".2f"),
     }
 
@@ -57,6 +58,21 @@ def _claims_table(results_dir: Path, agg) -> str:
              "setting here": v.claim.setting, "measured": v.measured, "verdict": v.verdict}
             for v in judge(load_claims(REPO / "results" / "claims.csv"), tables)]
     return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def _benchmark_table(folder: Path) -> str:
+    """The ratio lines of each saved benchmark output (docs/benchmarks/*.txt, whose first line is
+    `# <command>   (<commit, date, machine state>)`), with the command and commit beside them."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(folder.glob("*.txt")):
+        first, *lines = path.read_text().splitlines()
+        command, _, context = first.lstrip("# ").partition("   ")
+        for line in lines:
+            if re.search(r"\b(ratio|speed-up)\b", line):
+                rows.append({"benchmark": f"`{command}`", "figure": line.strip(), "when": context.strip("()")})
+    return pd.DataFrame(rows).to_markdown(index=False) if rows else "(no saved benchmark output)"
 
 
 def refresh(text: str, tables: dict[str, str], where: str) -> str:
