@@ -146,23 +146,11 @@ def test_an_earlier_layer_can_be_named(world):
 
 def reference_release(defense, x, y):
     """FMD's release loop before issue 22 (two copies of the feature map a step, BatchNorm unfolded):
-    the reference the faster `_release` must reproduce."""
-    target = defense.target_
-    with torch.no_grad(), capture_output(dict(target.named_modules())[defense.layer_]) as feature:
-        clean_logits = target(x)
-        clean_feature = feature["out"].detach()
-        labels = y if defense.label_source == "gt" else clean_logits.argmax(1)
-        low, high = (x - defense.eps).clamp(min=0), (x + defense.eps).clamp(max=1)
-        x_adv = (x + defense._random_start(x)).clamp(0, 1)
-        with torch.enable_grad():
-            for _ in range(defense.steps):
-                x_adv.requires_grad_(True)
-                logits = target(x_adv)
-                distortion = (feature["out"] - clean_feature).pow(2).flatten(1).mean(1)
-                ce = F.cross_entropy(logits, labels, reduction="none")
-                grad, = torch.autograd.grad((distortion - defense.lam * ce).sum(), x_adv)
-                x_adv = torch.minimum(torch.maximum(x_adv.detach() + defense.alpha * grad.sign(), low), high)
-    return x_adv.detach()
+    the reference the faster `_release` must reproduce. One copy of it, the benchmark's baseline."""
+    from bench.benchmarks.fmd_release import BaselineFMD
+
+    with torch.no_grad():
+        return BaselineFMD._release(defense, x, y)
 
 
 @pytest.mark.parametrize("label_source", ["pred", "gt"])
