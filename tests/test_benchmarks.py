@@ -172,3 +172,21 @@ def test_fmd_release_prints_images_per_second_speed_ups_and_peak_share():
             share = re.search(rf"^{dataset}: {which} release +(\S+) img/s .* = (\S+)% of peak$", result.stdout,
                               re.MULTILINE)
             assert share and float(share.group(1)) > 0 and float(share.group(2)) > 0, result.stdout
+
+
+def test_grid_time_runs_the_grid_from_an_empty_cache_and_prints_its_ratio(tmp_path):
+    result = run_benchmark("grid_time", "--dataset", "synthetic", "--preset", "smoke", "--seeds", "0",
+                           "--jobs", "1", "--keep", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("machine: "), result.stdout
+    # identity, vfc and arl x 5 attackers, then fmd and its identity twin x 5 attackers with adaptive at 4
+    # budgets; ARL's feature release cannot feed image models (transfer, finetune): not applicable.
+    runs = re.search(r"^runs: 31 \(2 not_applicable, 29 ok\)$", result.stdout, re.MULTILINE)
+    assert runs, result.stdout
+    ratio = re.search(r"^grid time ratio: (\S+) of the 60-min goal: .*x 3/1\)$", result.stdout, re.MULTILINE)
+    assert ratio and float(ratio.group(1)) > 0, result.stdout
+
+
+def test_grid_time_names_a_bad_seed_list():
+    result = run_benchmark("grid_time", "--seeds", "x")
+    assert result.returncode == 2 and "--seeds 'x'" in result.stderr, result.stderr
