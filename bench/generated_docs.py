@@ -69,9 +69,10 @@ def _benchmark_table(folder: Path) -> str:
     for path in sorted(folder.glob("*.txt")):
         first, *lines = path.read_text().splitlines()
         command, _, context = first.lstrip("# ").partition("   ")
-        for line in lines:
-            if re.search(r"\b(ratio|speed-up)\b", line):
-                rows.append({"benchmark": f"`{command}`", "figure": line.strip(), "when": context.strip("()")})
+        # One row per benchmark, its figures joined: the README stays short as benchmarks are added.
+        figures = [" ".join(line.split()) for line in lines if re.search(r"\b(ratio|speed-up)\b", line)]
+        if figures:
+            rows.append({"benchmark": f"`{command}`", "figures": "; ".join(figures), "when": context.strip("()")})
     return pd.DataFrame(rows).to_markdown(index=False) if rows else "(no saved benchmark output)"
 
 

@@ -51,3 +51,15 @@ def test_every_local_link_exists(page):
         if re.match(r"[a-z]+://|#|mailto:", target):
             continue
         assert (page.parent / target.split("#")[0]).exists(), f"{page.name} links to missing {target}"
+
+
+def test_benchmark_table_has_one_row_per_saved_output_with_its_ratio_lines(tmp_path):
+    (tmp_path / "a.txt").write_text("# python -m bench.benchmarks.a --x 1   (commit abc, idle)\n"
+                                    "machine: 2 cores\nfirst   speed-up:  1.50 x\nnot a figure\nsecond ratio 2.0x\n")
+    (tmp_path / "b.txt").write_text("# python -m bench.benchmarks.b   (commit def)\nno figures here\n")
+    table = generated_docs._benchmark_table(tmp_path)
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == 1, table
+    assert "`python -m bench.benchmarks.a --x 1`" in rows[0] and "commit abc, idle" in rows[0]
+    assert "first speed-up: 1.50 x; second ratio 2.0x" in rows[0]
+    assert "not a figure" not in table and "bench.benchmarks.b" not in table

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -53,30 +54,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine: {os.cpu_count()} cores; {args.dataset}, preset {args.preset}, seeds {args.seeds}, "
               f"--jobs {args.jobs}; empty cache and results",
               flush=True)
-        total = 0.0
+        total = cpu_total = 0.0
+        cores = os.cpu_count() or 1
         for extra in GRID:
             command = [sys.executable, "-m", "bench", "run", *extra, "--seeds", args.seeds, "--jobs", str(args.jobs),
                        "--dataset", args.dataset, "--preset", args.preset,
                        "--no-plots", "--results-dir", str(results)]
             if args.data_dir:
                 command += ["--data-dir", str(args.data_dir)]
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _children_cpu_s()
             done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            took = time.perf_counter() - start
+            took, cpu = time.perf_counter() - start, _children_cpu_s() - cpu_start
             if done.returncode:
                 print(done.stderr[-4000:], file=sys.stderr)
                 print(f"error: {' '.join(command)} exited {done.returncode}", file=sys.stderr)
                 return 1
             total += took
-            print(f"{' '.join(['bench run', *extra])}: {took / 60:6.1f} min", flush=True)
+            cpu_total += cpu
+            print(f"{' '.join(['bench run', *extra])}: {took / 60:6.1f} min, CPU {cpu / 60:6.1f} min "
+                  f"({cpu / took / cores:.0%} of {cores} cores)", flush=True)
         runs = [json.loads(f.read_text()) for f in (results / "runs").glob("*.json")]
         statuses = Counter(r.get("status") for r in runs)
         print(f"runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))})")
+        # The CPU time (every process of the commands) bounds any scheduler on these cores.
+        print(f"CPU time: {cpu_total / 60:.1f} min over {total / 60:.1f} min wall = {cpu_total / total / cores:.0%} of "
+              f"{cores} cores; at full use of them: {cpu_total / cores / 60:.1f} min")
         estimate = total * 3 / len(seeds)
         scaled = "" if len(seeds) == 3 else f" (measured {total / 60:.1f} min for {len(seeds)} seed(s), x 3/{len(seeds)})"
         print(f"grid time ratio: {estimate / 60 / GOAL_MIN:.2f} of the {GOAL_MIN:.0f}-min goal: "
               f"{estimate / 60:.1f} min for 3 seeds{scaled}")
     return 0
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process (and their reaped children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
