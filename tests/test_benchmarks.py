@@ -190,3 +190,9 @@ def test_grid_time_runs_the_grid_from_an_empty_cache_and_prints_its_ratio(tmp_pa
 def test_grid_time_names_a_bad_seed_list():
     result = run_benchmark("grid_time", "--seeds", "x")
     assert result.returncode == 2 and "--seeds 'x'" in result.stderr, result.stderr
+
+
+def test_grid_time_refuses_results_it_would_resume(tmp_path):
+    (tmp_path / "runs").mkdir()
+    result = run_benchmark("grid_time", "--keep", str(tmp_path))
+    assert result.returncode == 2 and "not empty" in result.stderr and str(tmp_path) in result.stderr, result.stderr

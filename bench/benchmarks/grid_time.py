@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds)
     except BenchError as e:
         p.error(str(e))
+    if args.keep and args.keep.exists() and any(args.keep.iterdir()):
+        # Finished runs there would be skipped, and the time would not be the grid's.
+        p.error(f"--keep {args.keep}: not empty; the grid is timed into an empty results directory")
     with tempfile.TemporaryDirectory(prefix="grid-time-") as tmp:
         results = args.keep or Path(tmp) / "results"
         env = {**os.environ, "BENCH_CACHE": str(Path(tmp) / "cache")}
