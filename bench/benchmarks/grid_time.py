@@ -14,7 +14,6 @@ bound. The issue's goal is 60 minutes for the 3 seeds on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -43,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from bench.cli import parse_seeds
     from bench.errors import BenchError
+    from bench.results import load_runs
 
     try:
         seeds = parse_seeds(args.seeds)
@@ -54,11 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="grid-time-") as tmp:
         results = args.keep or Path(tmp) / "results"
         env = {**os.environ, "BENCH_CACHE": str(Path(tmp) / "cache")}
-        print(f"machine: {os.cpu_count()} cores; {args.dataset}, preset {args.preset}, seeds {args.seeds}, "
-              f"--jobs {args.jobs}; empty cache and results",
-              flush=True)
-        total = cpu_total = 0.0
         cores = os.cpu_count() or 1
+        print(f"machine: {cores} cores; {args.dataset}, preset {args.preset}, seeds {args.seeds}, "
+              f"--jobs {args.jobs}; empty cache and results", flush=True)
+        total = cpu_total = 0.0
         for extra in GRID:
             command = [sys.executable, "-m", "bench", "run", *extra, "--seeds", args.seeds, "--jobs", str(args.jobs),
                        "--dataset", args.dataset, "--preset", args.preset,
@@ -76,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu_total += cpu
             print(f"{' '.join(['bench run', *extra])}: {took / 60:6.1f} min, CPU {cpu / 60:6.1f} min "
                   f"({cpu / took / cores:.0%} of {cores} cores)", flush=True)
-        runs = [json.loads(f.read_text()) for f in (results / "runs").glob("*.json")]
-        statuses = Counter(r.get("status") for r in runs)
+        runs = load_runs(results)
+        statuses = Counter(r["status"] for r in runs)
         print(f"runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))})")
         # The CPU time (every process of the commands) bounds any scheduler on these cores.
         print(f"CPU time: {cpu_total / 60:.1f} min over {total / 60:.1f} min wall = {cpu_total / total / cores:.0%} of "
