@@ -24,7 +24,7 @@ REFERENCE = REPO / "results" / "reference"
 DOCS = ("README.md", "RESULTS.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
 README_HEADLINE = ["dataset", "rank", "config", "utility_ratio", "worst_leakage", "worst_ci95", "worst_attacker",
-                   "n_seeds", "baseline", "baseline_worst_leakage"]
+                   "n_seeds", "baseline", "baseline_worst_leakage", "baseline_compared_over"]
 
 
 def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:

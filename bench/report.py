@@ -91,9 +91,8 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
         agg = _read_csv(agg_csv, text=[c for c in GROUP if c != "max_release"] + ["metric"],
                         numbers=["max_release", "mean", "std", "n", "ci95_low", "ci95_high"],
                         flags=["weak_attacker", "derivable"])
-        top = _read_csv(top_csv, text=["dataset", "config", "worst_attacker", "listed_apart", "baseline"],
-                        numbers=[c for c in HEADLINE_COLUMNS if c not in
-                                 ("dataset", "config", "worst_attacker", "listed_apart", "baseline")])
+        text = ["dataset", "config", "worst_attacker", "listed_apart", "baseline", "baseline_compared_over"]
+        top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text])
         return agg, top
     runs = load_runs(results_dir) if runs is None else runs
     agg = aggregate(long_table(runs))
@@ -201,7 +200,8 @@ def _headline_rows(top: pd.DataFrame) -> list[dict]:
     rows = []
     for r in top.to_dict("records"):
         # Text cells are empty, not NaN, where the headline has nothing to say (no baseline, ranked).
-        r.update({k: _text(r[k]) for k in ("config", "worst_attacker", "listed_apart", "baseline")})
+        r.update({k: _text(r[k]) for k in ("config", "worst_attacker", "listed_apart", "baseline",
+                                           "baseline_compared_over")})
         flags = []
         if not (_finite(r["n_seeds"]) and r["n_seeds"] >= 2):
             flags.append("one seed: no CI")
@@ -214,9 +214,19 @@ def _headline_rows(top: pd.DataFrame) -> list[dict]:
                                               r["n_seeds"]) if _finite(r["worst_leakage"]) else "",
                      "attacker": r["worst_attacker"], "n_seeds": _count(r["n_seeds"]),
                      "apart": r["listed_apart"], "flags": ", ".join(flags),
-                     "baseline": r["baseline"] + (f" ({format_number(r['baseline_worst_leakage'])})"
-                                                  if r["baseline"] and _finite(r["baseline_worst_leakage"]) else "")})
+                     "baseline": _baseline_cell(r)})
     return rows
+
+
+def _baseline_cell(r: dict) -> str:
+    """The matched baseline and its worst case; over a subset of attackers, which, and this row's worst there."""
+    if not r["baseline"] or not _finite(r["baseline_worst_leakage"]):
+        return r["baseline"]
+    cell = f"{r['baseline']} ({format_number(r['baseline_worst_leakage'])}"
+    if r["baseline_compared_over"]:
+        cell += (f" over {r['baseline_compared_over']}, where this configuration's worst is "
+                 f"{format_number(r['worst_leakage_vs_baseline'])}")
+    return cell + ")"
 
 
 def _text(v) -> str:

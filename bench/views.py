@@ -12,7 +12,8 @@ from bench.results import config_label, setting_label
 PER_ATTACKER_METRICS = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance",
                         "clean_acc"]
 HEADLINE_COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95",
-                    "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage"]
+                    "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage",
+                    "baseline_compared_over", "worst_leakage_vs_baseline"]
 
 
 def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:

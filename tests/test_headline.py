@@ -62,3 +62,28 @@ def test_not_applicable_counts_as_evaluated():
     # whatever the floor.
     assert t.loc["gamma", "listed_apart"] == "fewer attackers (no transfer)"
     assert t.loc["alpha", "rank"] == 1 and t.loc["vfc", "listed_apart"] == "fewer attackers (no transfer)"
+
+
+def test_a_baseline_run_against_fewer_attackers_is_compared_over_the_attackers_both_met():
+    # blur met only adaptive (CIFAR-10's baselines meet 3 of 5 attackers): it is vfc's floor over
+    # adaptive alone, and the table says so with vfc's own worst case over that set.
+    runs = _grid() + [_run("blur", "adaptive", s, 0.45, 0.95, {"sigma": 1}) for s in (0, 1)]
+    t = _table(runs)
+    assert t.loc["blur(sigma=1)", "listed_apart"] == "fewer attackers (no inversion)"
+    assert t.loc["identity", "baseline"] == "blur(sigma=1)"
+    assert t.loc["identity", "baseline_compared_over"] == "adaptive"
+    assert t.loc["identity", "worst_leakage_vs_baseline"] == 1.0
+    # A baseline met on every attacker of the configuration beats a partial one, even one with a lower worst case.
+    assert t.loc["vfc", "baseline"] == "noise(sigma=0.1)" and t.loc["vfc", "baseline_compared_over"] == ""
+    assert t.loc["vfc", "worst_leakage_vs_baseline"] == t.loc["vfc", "worst_leakage"] == 0.7
+
+
+def test_a_partial_baseline_is_compared_over_the_shared_attackers_only():
+    runs = [r for r in _grid() if r["spec"]["defense"] != "noise"]
+    runs += [_run("pixelate", "inversion", s, 0.9, 0.9, {"block": 4}) for s in (0, 1)]
+    t = _table(runs)
+    # vfc (adaptive 0.5, inversion 0.7) is compared over inversion only; alpha (0.3, 0.2) likewise.
+    assert t.loc["vfc", "baseline"] == "pixelate(block=4)"
+    assert t.loc["vfc", "baseline_worst_leakage"] == 0.9 and t.loc["vfc", "baseline_compared_over"] == "inversion"
+    assert t.loc["vfc", "worst_leakage_vs_baseline"] == 0.7
+    assert t.loc["alpha", "worst_leakage_vs_baseline"] == 0.2 and t.loc["alpha", "worst_leakage"] == 0.3
