@@ -15,6 +15,11 @@ cores wait on each other at every OpenMP barrier, spinning, and ran many times s
 - Share: a job takes max(1, free cores // jobs of every live command using those cores),
   where a command with an explicit OMP_NUM_THREADS counts as jobs x that many threads
   taken off the free cores. Alone, that is cores / jobs, as before.
+- Running jobs: a command's jobs count only while they run. Each job marks itself with a file
+  `<command pid>.busy.<worker pid>` for as long as it runs (`busy()`); a command counts as
+  min(jobs, its live marks), or as its jobs when none is live. So the last job of a stage,
+  whose siblings have finished, takes the cores they left at its next rebalance instead of
+  keeping cores / jobs threads while the others idle.
 - Rebalance: `rebalance()`, which the training loop calls after every batch (it does work
   at most every `REBALANCE_S` seconds), recomputes the share and applies it, so a command
   started earlier shrinks when another starts and grows back when it ends.
@@ -53,6 +58,7 @@ from bench.errors import BenchError
 POLICIES = ("shared", "static")
 REBALANCE_S = 2.0        # rebalance() reads the registry at most this often
 SPIN_COUNT = "10000"     # libgomp spin rounds before a waiting thread sleeps (its default: 300000)
+BUSY = ".busy."          # in the name of a running job's mark: <command pid>.busy.<worker pid>
 USER_OMP_MARK = "BENCH_USER_OMP_NUM_THREADS"   # "1" or "0": did the command's user set OMP_NUM_THREADS
 
 
@@ -196,7 +202,11 @@ def live_commands() -> dict[int, dict]:
         names = os.listdir(root)
     except OSError:
         return {}
+    running: dict[int, int] = {}
     for name in names:
+        if BUSY in name:
+            _count_busy(root / name, running)
+            continue
         if not name.isdigit():
             continue
         path = root / name
@@ -213,7 +223,50 @@ def live_commands() -> dict[int, dict]:
             path.unlink(missing_ok=True)
             continue
         live[pid] = {**entry, "jobs": jobs, "threads": threads}
+    for pid, entry in live.items():
+        entry["busy"] = running.get(pid, 0)
     return live
+
+
+def _count_busy(path: Path, running: dict[int, int]) -> None:
+    """Count the mark `path` of a running job for its command, or remove it if its process has ended."""
+    command, _, pid = path.name.partition(BUSY)
+    try:
+        started = path.read_text().strip() or None
+        command, pid = int(command), int(pid)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return
+    if alive(pid, started):
+        running[command] = running.get(command, 0) + 1
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _running_jobs(jobs: int, entry: dict | None) -> int:
+    """The jobs of a command that take cores: those running, or all of them when none is marked."""
+    marked = (entry or {}).get("busy", 0)
+    return min(jobs, marked) if marked else jobs
+
+
+@contextmanager
+def busy():
+    """Within the block, this process runs a job of its command (see "Running jobs" above)."""
+    root = None if policy() == "static" or _in_dask_worker() else registry_dir()
+    path = None
+    if root is not None:
+        path = root / f"{command_pid()}{BUSY}{os.getpid()}"
+        try:
+            path.write_text(start_time(os.getpid()) or "")
+        except OSError:
+            path = None
+    try:
+        yield
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def share(jobs: int, command: int | None = None, cpus: frozenset[int] | None = None,
@@ -223,17 +276,18 @@ def share(jobs: int, command: int | None = None, cpus: frozenset[int] | None = N
     Only commands whose CPUs overlap `cpus` (default: this process's) count. A command with
     fixed threads (OMP_NUM_THREADS) takes jobs x threads cores off the free ones; the rest are
     divided evenly among the jobs of every command that shares, `command`'s own included.
+    Jobs count while they run (their `busy` marks), all of a command's when none is marked.
     """
     cpus = usable_cpus() if cpus is None else cpus
     commands = live_commands() if commands is None else commands
-    fixed, sharing = 0, max(1, jobs)
+    fixed, sharing = 0, _running_jobs(max(1, jobs), commands.get(command))
     for pid, entry in commands.items():
         if pid == command or (entry.get("cpus") and not cpus.intersection(entry["cpus"])):
             continue
         if entry["threads"] is None:
-            sharing += entry["jobs"]
+            sharing += _running_jobs(entry["jobs"], entry)
         else:
-            fixed += entry["jobs"] * entry["threads"]
+            fixed += _running_jobs(entry["jobs"], entry) * entry["threads"]
     return max(1, (len(cpus) - fixed) // sharing)
 
 

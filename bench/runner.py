@@ -316,6 +316,11 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
     Returns None, or (reason, traceback) when a step failed: every run that
     needed it is then recorded as failed with that reason, not retried per run.
     """
+    with cores.busy():
+        return _prepare_here(spec, env, splits, digest)
+
+
+def _prepare_here(spec: RunSpec, env: Env, splits: tuple[str, ...], digest: str | None) -> tuple[str, str] | None:
     device, artifacts = _worker_setup(env)
     try:
         with _time_limit(env.timeout), stage_lines.job(_preparation_label(spec)):
@@ -351,7 +356,7 @@ def _run_timed(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None,
                digest: str) -> tuple[str, str, str | None, float]:
     """`_run_one` with its stages reported under the run's label, and its wall time (for the sweep's ETA)."""
     start = time.perf_counter()
-    with stage_lines.job(spec.label()):
+    with cores.busy(), stage_lines.job(spec.label()):
         status, label, reason = _run_one(spec, env, prep_error, digest)
     return status, label, reason, time.perf_counter() - start
 

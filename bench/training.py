@@ -112,6 +112,7 @@ def predict(fn: Callable, x: torch.Tensor | tuple[torch.Tensor, ...], *, device:
                 progress.step(f"batch {done}/{n_batches}")
             else:
                 progress.tick()
+            cores.rebalance()  # a long release (FMD's) takes the cores its finished siblings left
     if not outs:
         raise ValueError("predict called on an empty tensor")
     if isinstance(outs[0], dict):

@@ -149,6 +149,10 @@ def test_end_to_end_sweep_counts_and_speed_up():
     assert tuple(map(int, naive.groups()[:4])) == (20, 4 * 4, 20, 60), out
     ratio = re.search(r"^speed-up:\s+(\S+) x\b", out, re.MULTILINE)
     assert ratio and math.isfinite(float(ratio.group(1))) and float(ratio.group(1)) > 0, out
+    # The CPU-time bound: busy share of the cores, and a speed-up at full use no lower than the measured one.
+    bound = re.search(r"^harness CPU time \(cold\):\s+(\S+) s .*busy (\d+) % .*speed-up bound (\S+) x$", out, re.MULTILINE)
+    assert bound and float(bound.group(1)) > 0 and 0 < int(bound.group(2)) <= 105, out
+    assert float(bound.group(3)) >= float(ratio.group(1)) * 0.95, out
     marginal = re.findall(rf"^  \+ one (setting|attacker|seed)\b.*:\s+(\S+) s\s+{counts}", out, re.MULTILINE)
     assert [m[0] for m in marginal] == ["setting", "attacker", "seed"], out
     assert all(math.isfinite(float(m[1])) and float(m[1]) > 0 for m in marginal), out

@@ -336,3 +336,54 @@ def test_openmp_defaults_leave_a_process_whose_torch_is_loaded(monkeypatch):
     environ = {}
     cores.openmp_defaults(environ)   # torch is loaded here: libgomp would never read it
     assert "GOMP_SPINCOUNT" not in environ
+
+
+def _mark_busy(registry, command: int, worker: int) -> None:
+    (registry / f"{command}{cores.BUSY}{worker}").write_text(cores.start_time(worker) or "")
+
+
+def test_a_command_counts_only_its_running_jobs(registry, other_command):
+    me = os.getpid()
+    cores.register(me, 2)
+    assert cores.share(2, me) == 1                      # no job marked: all jobs count, as before
+    with cores.busy():
+        assert cores.live_commands()[me]["busy"] == 1
+        assert cores.share(2, me) == 2                  # its sibling finished: the lone job takes both cores
+        other = other_command(jobs=2)
+        assert cores.share(2, me) == 1                  # beside another command's 2 unmarked jobs: 2 // 3
+        _mark_busy(registry, other, other)
+        assert cores.share(2, me) == 1                  # one running job each
+    assert not (registry / f"{me}{cores.BUSY}{me}").exists()   # the mark goes with the job
+    assert cores.share(2, me) == 1 and cores.live_commands()[me]["busy"] == 0
+
+
+def test_a_mark_of_an_ended_job_does_not_count_and_is_removed(registry):
+    me = os.getpid()
+    cores.register(me, 2)
+    _mark_busy(registry, me, os.getpid())
+    dead = dead_pid()
+    (registry / f"{me}{cores.BUSY}{dead}").write_text("")
+    (registry / f"{me}{cores.BUSY}garbage").write_text("")
+    assert cores.live_commands()[me]["busy"] == 1
+    assert sorted(p.name for p in registry.iterdir()) == sorted([str(me), f"{me}{cores.BUSY}{me}"])
+
+
+def test_the_static_policy_marks_nothing(registry, monkeypatch):
+    monkeypatch.setenv("BENCH_THREAD_POLICY", "static")
+    with cores.busy():
+        assert not registry.exists() or not list(registry.iterdir())
+
+
+def test_runs_and_preparations_are_marked_busy_while_they_run(registry, tmp_path, monkeypatch):
+    from bench import runner
+
+    seen = []
+    monkeypatch.setattr(runner, "_prepare_here", lambda *a: seen.append(cores.live_commands()[os.getpid()]["busy"]))
+    monkeypatch.setattr(runner, "_run_one", lambda *a: (seen.append(cores.live_commands()[os.getpid()]["busy"]),
+                                                        "ok", "x", None)[1:])
+    cores.register(os.getpid(), 2)
+    env = runner.Env(results_dir=tmp_path, device="cpu", jobs=2)
+    runner._prepare(None, env, (), None)
+    spec = type("Spec", (), {"label": lambda self: "a run"})()
+    runner._run_timed(spec, env, None, "d")
+    assert seen == [1, 1] and cores.live_commands()[os.getpid()]["busy"] == 0

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import transforms
 
+from bench.benchmarks.cpu_time import tree_cpu_s
 from bench.benchmarks.parallel import PRESET_NAME, preset_everywhere, subset_preset
 from bench.benchmarks.training_loop import PILImages, per_sample_transform
 from bench.models import Decoder, build_classifier, is_image_like
@@ -308,6 +309,24 @@ def harness_specs(args, data, configs: list[tuple[str, dict]] | None = None, see
     return specs
 
 
+def _since(cpu_start: float | None) -> float | None:
+    now = tree_cpu_s()
+    return None if now is None or cpu_start is None else now - cpu_start
+
+
+def cpu_bound(cpu_s: float | None, wall_s: float, naive_s: float, cores: int | None = None) -> str:
+    """The harness's CPU time, how busy it kept the cores, and the speed-up it would reach at full use:
+    no schedule of the same work on these cores ends before CPU time / cores."""
+    from bench.cores import usable_cpus
+
+    cores = cores or len(usable_cpus())
+    if cpu_s is None or cpu_s <= 0:
+        return "harness CPU time:              not measured (no /proc on this system)"
+    floor_s = cpu_s / cores
+    return (f"harness CPU time (cold):       {cpu_s:8.1f} s   = cores busy {100 * cpu_s / (cores * wall_s):.0f} % "
+            f"of {cores} x {wall_s:.1f} s; at full use {floor_s:.1f} s: speed-up bound {naive_s / floor_s:.2f} x")
+
+
 def sweep_configs(defense: str, values: list[str]) -> list[tuple[str, dict]]:
     """identity, then `defense` at each value of its swept hyperparameter, typed as `--set` would type them."""
     from bench.registry import DEFENSES
@@ -376,11 +395,11 @@ def defended_grid(args, preset, device: torch.device, work: Path) -> None:
 
     setups = ((count_calls, (str(work / "harness-calls"),)),)
     with preset_everywhere(preset, setups):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), tree_cpu_s()
         env = Env(results_dir=work / "results", device=args.device, jobs=args.jobs,
                   data_dir=str(args.data_dir) if args.data_dir else None)
         summary = execute(specs, env)
-        harness_s = time.perf_counter() - start
+        harness_s, harness_cpu_s = time.perf_counter() - start, _since(cpu_start)
         harness_calls = read_counts(work / "harness-calls")
         # The same grid again into new results, on the now-warm cache: only the work no cache
         # can share is left (the attackers' non-cached models), a floor for any cold harness run.
@@ -405,6 +424,7 @@ def defended_grid(args, preset, device: torch.device, work: Path) -> None:
           f"({summary.ok} runs ok)")
     print(f"naive per-run pipeline:        {naive_s:8.1f} s   {counts_text(naive_calls)}  ({n_runs} runs)")
     print(f"speed-up:                      {naive_s / harness_s:8.2f} x")
+    print(cpu_bound(harness_cpu_s, harness_s, naive_s))
     print(f"harness again, warm cache:     {warm_s:8.1f} s   {counts_text(warm_calls)}  "
           f"(left: the attack models no cache shares)")
     print(f"bound for any cold harness:    {naive_s / warm_s:8.2f} x   (naive / warm)")
@@ -441,9 +461,9 @@ def sweep_grid(args, preset, device: torch.device, work: Path) -> None:
               data_dir=str(args.data_dir) if args.data_dir else None)
     marginal = []
     with preset_everywhere(preset, setups):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), tree_cpu_s()
         summary = execute(specs, env)
-        harness_s = time.perf_counter() - start
+        harness_s, harness_cpu_s = time.perf_counter() - start, _since(cpu_start)
         if summary.failed:
             raise SystemExit(f"harness: {summary.text()}")
         harness_calls = read_counts(calls)
@@ -478,6 +498,7 @@ def sweep_grid(args, preset, device: torch.device, work: Path) -> None:
           f"({summary.ok} runs ok)")
     print(f"naive per-run pipeline:        {naive_s:8.1f} s   {counts_text(naive_calls)}  ({n_runs} runs)")
     print(f"speed-up:                      {naive_s / harness_s:8.2f} x")
+    print(cpu_bound(harness_cpu_s, harness_s, naive_s))
     per_run = naive_s / n_runs
     print(f"marginal cost in the harness (each added alone to the grid above, same results and cache; naive: "
           f"its mean {per_run:.1f} s per run x the runs added):")
