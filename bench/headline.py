@@ -8,6 +8,10 @@ below the utility floor. Ranked configurations are ordered by their worst case (
 calibrated attackers of non-derivable tasks, `results.worst_case`). Beside each, the
 utility-matched baseline: the baseline defense configuration (`Defense.baseline`) with
 utility at least as high and the lowest worst case, the floor any method should beat.
+Utility is matched as a fraction of clean accuracy (`utility_ratio`), not as accuracy: a
+configuration with a release cap (`[5000 released]`) is scored on a subset of the test split,
+where the same designated model scores differently, so raw accuracies of two configurations
+are not on one scale.
 A baseline is compared over the attackers both it and the configuration were counted
 against (calibrated, non-derivable): one evaluated against every such attacker of the
 configuration is preferred; otherwise (CIFAR-10's baselines meet only transfer, adaptive
@@ -26,7 +30,7 @@ from bench.errors import BenchError
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
-           "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_utility",
+           "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_utility_ratio",
            "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline"]
 
 
@@ -78,21 +82,21 @@ def _counted_leakage(agg: pd.DataFrame) -> dict[tuple, dict[str, float]]:
 
 
 def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
-    """The baseline columns of `row`: among baselines at utility >= its own, the one compared over the
-    most of its counted attackers, then with the lowest worst case over them."""
-    none = {"baseline": "", "baseline_utility": math.nan, "baseline_worst_leakage": math.nan,
+    """The baseline columns of `row`: among baselines at a utility ratio >= its own, the one compared
+    over the most of its counted attackers, then with the lowest worst case over them."""
+    none = {"baseline": "", "baseline_utility_ratio": math.nan, "baseline_worst_leakage": math.nan,
             "baseline_compared_over": "", "worst_leakage_vs_baseline": math.nan}
     own = row["leaks"]
     candidates = []
     for b in baselines.to_dict("records"):
         common = sorted(set(own) & set(b["leaks"]))
-        if b["config"] == row["config"] or not common or not b["utility_acc"] >= row["utility_acc"]:
+        if b["config"] == row["config"] or not common or not b["utility_ratio"] >= row["utility_ratio"]:
             continue
         candidates.append((-len(common), max(b["leaks"][a] for a in common), b["config"], common, b))
     if not candidates:
         return none
     _, worst, config, common, b = min(candidates, key=lambda c: c[:3])
-    return {"baseline": config, "baseline_utility": b["utility_acc"], "baseline_worst_leakage": worst,
+    return {"baseline": config, "baseline_utility_ratio": b["utility_ratio"], "baseline_worst_leakage": worst,
             "baseline_compared_over": "" if len(common) == len(own) else ", ".join(common),
             "worst_leakage_vs_baseline": max(own[a] for a in common)}
 

@@ -87,3 +87,17 @@ def test_a_partial_baseline_is_compared_over_the_shared_attackers_only():
     assert t.loc["vfc", "baseline_worst_leakage"] == 0.9 and t.loc["vfc", "baseline_compared_over"] == "inversion"
     assert t.loc["vfc", "worst_leakage_vs_baseline"] == 0.7
     assert t.loc["alpha", "worst_leakage_vs_baseline"] == 0.2 and t.loc["alpha", "worst_leakage"] == 0.3
+
+
+def test_utility_is_matched_as_a_fraction_of_clean_accuracy():
+    # "capped" is scored on a harder test subset (clean 0.85): its 0.85 is all of its clean accuracy,
+    # while noise's 0.895 is 0.994 of its clean 0.9. Raw accuracy would match them; the ratio does not.
+    runs = _grid()
+    for seed in (0, 1):
+        for a in ("adaptive", "inversion"):
+            run = _run("capped", a, seed, 0.9, 0.85)
+            run["metrics"]["clean_acc"] = 0.85
+            runs.append(run)
+    t = _table(runs)
+    assert t.loc["capped", "utility_ratio"] == 1.0 and t.loc["capped", "baseline"] == ""
+    assert t.loc["vfc", "baseline_utility_ratio"] == 0.895 / 0.9
