@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.results import (GROUP, param_text, aggregate, config_label, load_runs, long_table, read_long, read_run,
-                           run_path, setting_label)
+from bench.results import (GROUP, param_text, aggregate, changed_params, config_label, load_runs, long_table,
+                           read_long, read_run, run_path, setting_label)
 
 # What a side's configuration is (what `--a`/`--b` select); the rest of a leaderboard group is the cell.
 CONFIG_COLUMNS = ["defense", "defense_params", "max_release"]
@@ -189,7 +189,7 @@ def _matches(selection: Selection, config) -> bool:
     if selection.params is None:
         return True
     if not selection.params:  # `name()`: every hyperparameter at its default
-        return config_label(config.defense, config.defense_params) == config.defense
+        return not changed_params(config.defense, config.defense_params)
     params = json.loads(config.defense_params) if config.defense_params else {}
     scales = _param_scales(config.defense)
     return all(k in params and _same_value(params[k], v, scales.get(k)) for k, v in selection.params.items())

@@ -30,21 +30,34 @@ CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", 
 
 
 def config_label(name: str, params_json: str, registry=None) -> str:
-    """`vfc(beta=0.1)`: the plugin (default: a defense) with the hyperparameters that differ from its defaults."""
+    """`vfc(beta=0.1)`: the plugin (default: a defense) with the hyperparameters that differ from its defaults;
+    a baseline with its strength always (`jpeg(quality=25)`: a bare `jpeg` would hide which strength ran)."""
+    from bench.registry import DEFENSES
+
+    registry = registry or DEFENSES
+    params = json.loads(params_json) if params_json else {}
+    try:
+        plugin = registry.get(name)
+        scales = getattr(plugin, "param_scales", {})
+    except BenchError:  # a plugin no longer installed: show everything
+        plugin, scales = None, {}
+    shown = params if getattr(plugin, "baseline", False) else changed_params(name, params_json, registry)
+    return name + ("(" + ", ".join(f"{k}={param_text(v, scales.get(k))}" for k, v in sorted(shown.items())) + ")"
+                   if shown else "")
+
+
+def changed_params(name: str, params_json: str, registry=None) -> dict:
+    """The hyperparameters of a record that differ from the plugin's defaults (all of them if it is not installed)."""
     from bench.registry import DEFENSES
 
     registry = registry or DEFENSES
     params = json.loads(params_json) if params_json else {}
     try:
         defaults = registry.hparams(name)
-        scales = getattr(registry.get(name), "param_scales", {})
-    except BenchError:  # a plugin no longer installed: show everything
-        defaults, scales = {}, {}
+    except BenchError:
+        defaults = {}
     # Tuples are stored as JSON lists: compare in JSON form.
-    changed = {k: v for k, v in params.items()
-               if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
-    return name + ("(" + ", ".join(f"{k}={param_text(v, scales.get(k))}" for k, v in sorted(changed.items())) + ")"
-                   if changed else "")
+    return {k: v for k, v in params.items() if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
 
 
 def recorded_params(name: str, params: dict, registry=None) -> dict:

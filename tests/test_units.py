@@ -287,7 +287,9 @@ def test_labels_show_values_as_a_person_reads_them():
     assert config_label("fmd", json.dumps({"eps": 32 / 255, "alpha": 4 / 255})) == "fmd(eps=32/255)"
     assert config_label("fmd", json.dumps({"eps": 0.1})) == "fmd(eps=0.1)"
     assert config_label("noise", json.dumps({"sigma": 0.123456})) == "noise(sigma=0.123)"
-    assert config_label("noise", json.dumps({"sigma": 0.2})) == "noise"  # the default: nothing differs
+    # A baseline shows its strength even at the default: a bare `noise` would hide it.
+    assert config_label("noise", json.dumps({"sigma": 0.2})) == "noise(sigma=0.2)"
+    assert config_label("jpeg", json.dumps({"quality": 25})) == "jpeg(quality=25)"
 
 
 def test_records_written_before_a_hyperparameter_existed_keep_the_value_they_ran_with():
