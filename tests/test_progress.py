@@ -144,10 +144,10 @@ def test_every_stage_is_reported_with_its_time(main_inprocess, tmp_path, monkeyp
     for expected in (prep + "data done ", prep + "designated model: target cnn epoch 1/1, val ",
                      prep + "designated model done ", prep + "defense identity fit done ",
                      prep + "release test: batch 1/1 ", prep + "release test done ",
-                     "  [stage] noise on synthetic[class] seed 0: defense noise fit done ",
+                     "  [stage] noise(sigma=0.2) on synthetic[class] seed 0: defense noise fit done ",
                      "  [stage] identity x adaptive on synthetic[class] seed 0: attacker adaptive fit: "
                      "adaptive cnn epoch 1/1, val ",
-                     "  [stage] noise x adaptive on synthetic[class] seed 0: attacker adaptive fit done "):
+                     "  [stage] noise(sigma=0.2) x adaptive on synthetic[class] seed 0: attacker adaptive fit done "):
         found = [line for line in stages if line.startswith(expected)]
         assert found and all(re.search(ELAPSED, line) for line in found), (expected, out.stderr)
     runs = [line for line in out.stdout.splitlines() if line.startswith("  [ok]")]

@@ -290,6 +290,10 @@ def test_labels_show_values_as_a_person_reads_them():
     # A baseline shows its strength even at the default: a bare `noise` would hide it.
     assert config_label("noise", json.dumps({"sigma": 0.2})) == "noise(sigma=0.2)"
     assert config_label("jpeg", json.dumps({"quality": 25})) == "jpeg(quality=25)"
+    # ... while `jpeg()` (every hyperparameter at its default) still finds it.
+    from bench.results import changed_params
+    assert changed_params("jpeg", json.dumps({"quality": 25})) == {}
+    assert changed_params("jpeg", json.dumps({"quality": 75})) == {"quality": 75}
 
 
 def test_records_written_before_a_hyperparameter_existed_keep_the_value_they_ran_with():
