@@ -138,7 +138,10 @@ def page_path(out_dir: Path, kind: str, dataset: str, page: int) -> Path:
 def _save(fig, path: Path, **kwargs) -> Path:
     """The figure as PNG at `path`, atomically; a symlink there is replaced, not followed."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, **kwargs)
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, **kwargs)
+    finally:
+        plt.close(fig)  # a results dir with many datasets would otherwise hold every figure until the end
     atomic_write_bytes(path, buf.getvalue())
     return path
 
