@@ -5,12 +5,14 @@ functions turn them into accuracies, leakage, PSNR/SSIM and aggregates.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
-from scipy import stats
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+# scipy.stats and skimage are imported where they are used: at module level they cost ~0.8 s in every
+# process that imports the harness (each CLI call, each loky or Dask worker), most of which never use them.
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -72,6 +74,8 @@ def image_metrics(pred: torch.Tensor, images: torch.Tensor) -> dict:
                          f"{tuple(images.shape)}")
     if not torch.isfinite(pred).all():
         raise FloatingPointError("image metrics: predictions hold NaN or inf")
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
     p = pred.clamp(0, 1).numpy().astype(np.float64)
     t = images.numpy().astype(np.float64)
     psnrs, ssims = [], []
@@ -131,8 +135,18 @@ def ci95(values) -> tuple[float, float]:
     m = float(v.mean())
     if len(v) < 2 or float(v.std(ddof=1)) == 0.0:
         return m, m
-    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=m, scale=stats.sem(v))
-    return float(lo), float(hi)
+    # scipy's t.interval(0.95, n - 1, loc=m, scale=sem) computed as it does (quantile * scale + loc), with
+    # the quantiles looked up once per n: a leaderboard asks for thousands of intervals over a few sizes.
+    q_lo, q_hi = _t_quantiles(len(v) - 1)
+    scale = np.std(v, ddof=1) / len(v) ** 0.5
+    return float(q_lo * scale + m), float(q_hi * scale + m)
+
+
+@functools.lru_cache(maxsize=None)
+def _t_quantiles(df: int) -> tuple[float, float]:
+    from scipy import stats
+
+    return float(stats.t.ppf((1.0 - 0.95) / 2, df)), float(stats.t.ppf((1.0 + 0.95) / 2, df))  # as interval() forms them
 
 
 def finite(metrics: dict) -> dict:

@@ -438,12 +438,13 @@ class PreparationFailed(Exception):
 
 
 def versions() -> dict:
-    import joblib
-    import timm
+    # The installed distributions' versions (what `import timm; timm.__version__` gives) without importing
+    # timm, which costs ~2 s in every worker that writes a record.
+    from importlib.metadata import version
 
     import bench
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "joblib": joblib.__version__, "bench": getattr(bench, "__version__", "0")}
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": version("timm"),
+            "joblib": version("joblib"), "bench": getattr(bench, "__version__", "0")}
 
 
 def git_commit() -> str | None:

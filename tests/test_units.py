@@ -110,11 +110,14 @@ def test_leakage_and_undefined_case():
     assert M.leakage(0.3, 0.5, 0.5) is None  # the attacker learns nothing even on identity
 
 
-def test_ci95_matches_scipy():
-    v = [0.8, 0.85, 0.9]
-    lo, hi = M.ci95(v)
-    ref = stats.t.interval(0.95, 2, loc=np.mean(v), scale=stats.sem(v))
-    assert (lo, hi) == pytest.approx(ref)
+def test_ci95_matches_scipy_to_the_bit():
+    """Exactly scipy's interval, not approximately: the committed leaderboards must regenerate byte for byte."""
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 10):
+        for scale in (1e-3, 1.0, 100.0):
+            v = rng.random(n) * scale
+            ref = stats.t.interval(0.95, n - 1, loc=float(np.mean(v)), scale=stats.sem(v))
+            assert M.ci95(v) == (float(ref[0]), float(ref[1]))
     assert M.ci95([0.5]) == (0.5, 0.5)
 
 
