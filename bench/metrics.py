@@ -146,7 +146,8 @@ def ci95(values) -> tuple[float, float]:
 def _t_quantiles(df: int) -> tuple[float, float]:
     from scipy import stats
 
-    return float(stats.t.ppf((1.0 - 0.95) / 2, df)), float(stats.t.ppf((1.0 + 0.95) / 2, df))  # as interval() forms them
+    # The tail probabilities as interval() forms them: (1 - 0.95) / 2 is not exactly 0.025.
+    return float(stats.t.ppf((1.0 - 0.95) / 2, df)), float(stats.t.ppf((1.0 + 0.95) / 2, df))
 
 
 def finite(metrics: dict) -> dict:
