@@ -133,12 +133,13 @@ def ci95(values) -> tuple[float, float]:
     """Student-t 95 % confidence interval of the mean (a point when n = 1)."""
     v = np.asarray(values, dtype=float)
     m = float(v.mean())
-    if len(v) < 2 or float(v.std(ddof=1)) == 0.0:
+    sd = float(v.std(ddof=1)) if len(v) >= 2 else 0.0
+    if sd == 0.0:
         return m, m
     # scipy's t.interval(0.95, n - 1, loc=m, scale=sem) computed as it does (quantile * scale + loc), with
     # the quantiles looked up once per n: a leaderboard asks for thousands of intervals over a few sizes.
     q_lo, q_hi = _t_quantiles(len(v) - 1)
-    scale = np.std(v, ddof=1) / len(v) ** 0.5
+    scale = sd / len(v) ** 0.5
     return float(q_lo * scale + m), float(q_hi * scale + m)
 
 
