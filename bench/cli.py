@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds each job (a defense's preparation, an attack) may take before it is recorded "
                         "as failed (default: no limit; local backend only)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    r.add_argument("--precision", default="auto",
+                   help="auto | fp32 | bf16 (default auto: bf16 autocast with channels_last on CUDA and on CPUs "
+                        "with native bf16, fp32 elsewhere; recorded in every result)")
     r.add_argument("--results-dir", type=_dir_arg, default=Path("results/local"),
                    help="default results/local/ (git-ignored; the reference results are in results/reference/)")
     r.add_argument("--data-dir", type=_dir_arg,
@@ -223,11 +226,13 @@ def plan_specs(args) -> list:
     from bench.models import ARCHS
     from bench.errors import unknown
     from bench.training import resolve_device
+    from bench import precision
 
     preset = get_preset(args.preset)
     forget_loaded_data()  # tasks and classes as the data holds them now, not as an earlier command saw them
     args.dataset = args.dataset or preset.dataset or "fashion-mnist"
     resolve_device(args.device)
+    precision.check(args.precision)
     if args.eval_split not in ("test", "val"):
         raise unknown("--eval-split", args.eval_split, ("test", "val"))
     if args.max_release is not None and args.max_release < 1:
@@ -314,7 +319,7 @@ def cmd_run(args) -> int:
     check_writable_dir(args.results_dir / "runs", "--results-dir")
     specs = plan_specs(args)
     env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
-              device=args.device, jobs=args.jobs, timeout=args.timeout)
+              device=args.device, jobs=args.jobs, timeout=args.timeout, precision=args.precision)
     # Flushed: stdout to a file is block-buffered, and a log must show at once that the sweep began.
     print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs "
           "added as needed)", flush=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench import metrics as M
-from bench import progress
+from bench import precision, progress
 from bench.artifacts import Artifacts
 from bench.data.base import ImageDataset
 from bench.data.digest import content_digest
@@ -145,9 +145,14 @@ class Stage:
 
     def base_key(self) -> dict:
         s = self.spec
-        return {"schema": SCHEMA, "dataset": s.dataset, "dataset_params": s.dataset_params,
-                "splits": self.model_splits.digest(), "data": self.data_digest, "train": asdict(self.train),
-                "seed": s.seed}
+        key = {"schema": SCHEMA, "dataset": s.dataset, "dataset_params": s.dataset_params,
+               "splits": self.model_splits.digest(), "data": self.data_digest, "train": asdict(self.train),
+               "seed": s.seed}
+        # Every artifact is computed at one precision, and a record states it: a bf16 run never reuses an
+        # fp32 model (or the reverse). fp32 keys stay what they were before precision was recorded.
+        if precision.active(self.device) != "fp32":
+            key["precision"] = precision.active(self.device)
+        return key
 
     # --- shared artifacts -----------------------------------------------------------------
     def target_key(self) -> dict:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from bench import metrics as M
 from bench.errors import BenchError
+from bench.precision import RESOLVED as RESOLVED_PRECISIONS
 from bench.storage import atomic_write_bytes, atomic_write_json
 
 LONG_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset",
@@ -233,6 +234,8 @@ def validate_record(record, path: Path) -> dict:
     for k in ("knowledge", "reason"):
         if k in record and not isinstance(record[k], str):
             raise bad(f"{k} is {_show(record[k])}, not text")
+    if "precision" in record and record["precision"] not in RESOLVED_PRECISIONS:
+        raise bad(f"precision is {_show(record['precision'])}; valid: {', '.join(RESOLVED_PRECISIONS)}")
     expected = RunSpec.from_dict(spec).run_id
     if expected != run_id:
         raise bad(f"its spec hashes to run_id {expected}, not the recorded {run_id} (the spec or the "

@@ -48,7 +48,7 @@ import torch
 from joblib import Parallel, delayed
 from joblib.parallel import BACKENDS, get_active_backend
 
-from bench import cores
+from bench import cores, precision
 from bench import metrics as M
 from bench import progress as stage_lines
 from bench.artifacts import Artifacts
@@ -77,6 +77,7 @@ class Env:
     device: str = "auto"
     jobs: int = 1
     timeout: float | None = None   # seconds each job may take; None: no limit
+    precision: str = "auto"        # bench.precision: auto | fp32 | bf16
 
 
 @dataclass
@@ -281,6 +282,7 @@ def _worker_setup(env: Env) -> tuple[torch.device, Artifacts]:
     # threads that outnumber the cores wait on each other and run many times slower. An explicit
     # OMP_NUM_THREADS is the user's choice and wins.
     cores.setup(env.jobs)
+    precision.request(env.precision)
     return worker_device(env.device), Artifacts()
 
 
@@ -371,6 +373,7 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
         return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
     record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest, "device": str(device),
+              "precision": precision.active(device),
               "versions": versions(), "git_commit": git_commit(), "preset": spec.preset}
     start = time.perf_counter()
     reason = None

@@ -3,8 +3,9 @@
 Data stays in tensors on the device; each epoch slices batches from a seeded
 permutation and augments them on the device, so there is no per-sample Python
 in the hot path. Early stopping watches a score on `val` (never `test`) and
-restores the best weights. On CUDA the loop uses bf16 autocast and
-channels_last; on CPU it stays in fp32 (bf16 matmul on CPU is far slower).
+restores the best weights. The loop, and every prediction, runs at the process's
+precision (bench.precision): bf16 autocast with channels_last where the hardware does
+bf16 natively, fp32 elsewhere.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench import cores, progress
+from bench.precision import autocast, prepare_model
 from bench.errors import BenchError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,19 +51,6 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
-
-
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:
