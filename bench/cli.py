@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default results/local/ (git-ignored; the reference results are in results/reference/)")
     r.add_argument("--data-dir", type=_dir_arg,
                    help="where datasets live (else $BENCH_DATA_DIR, then each loader's default)")
+    r.add_argument("--reference", type=_dir_arg, metavar="DIR",
+                   help="results dir whose finished identity runs (same spec, same data) are taken instead of "
+                        "recomputed (default: the repository's results/reference/)")
+    r.add_argument("--no-reference", action="store_true", help="compute every identity run here")
     r.add_argument("--no-plots", action="store_true", help="skip writing plots after the run")
     r.set_defaults(func=cmd_run)
 
@@ -233,6 +237,11 @@ def plan_specs(args) -> list:
     args.dataset = args.dataset or preset.dataset or "fashion-mnist"
     resolve_device(args.device)
     precision.check(args.precision)
+    if args.reference is not None:
+        if args.no_reference:
+            raise BenchError("--reference and --no-reference contradict each other; give one of them")
+        if not (args.reference / "runs").is_dir():
+            raise BenchError(f"--reference {args.reference}: not a results dir (it has no runs/ directory)")
     if args.eval_split not in ("test", "val"):
         raise unknown("--eval-split", args.eval_split, ("test", "val"))
     if args.max_release is not None and args.max_release < 1:
@@ -309,7 +318,7 @@ def plan_specs(args) -> list:
 
 def cmd_run(args) -> int:
     from bench.progress import duration
-    from bench.runner import Env, RunFinished, execute
+    from bench.runner import Env, RunFinished, default_reference, execute
     from bench.storage import check_writable_dir
 
     start = time.perf_counter()  # before planning: "done in" includes loading the data
@@ -319,7 +328,8 @@ def cmd_run(args) -> int:
     check_writable_dir(args.results_dir / "runs", "--results-dir")
     specs = plan_specs(args)
     env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
-              device=args.device, jobs=args.jobs, timeout=args.timeout, precision=args.precision)
+              device=args.device, jobs=args.jobs, timeout=args.timeout, precision=args.precision,
+              reference=None if args.no_reference else (args.reference or default_reference()))
     # Flushed: stdout to a file is block-buffered, and a log must show at once that the sweep began.
     print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs "
           "added as needed)", flush=True)

@@ -58,7 +58,7 @@ from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, forget_loaded_d
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
 from bench.results import check_planned, config_label, load_runs, read_run, write_run
 from bench.runspec import RunSpec
-from bench.storage import StorageError, digest_json
+from bench.storage import StorageError, atomic_write_bytes, digest_json
 from bench.training import resolve_device
 
 FINISHED = ("ok", "not_applicable")
@@ -78,12 +78,16 @@ class Env:
     jobs: int = 1
     timeout: float | None = None   # seconds each job may take; None: no limit
     precision: str = "auto"        # bench.precision: auto | fp32 | bf16
+    # A results dir whose finished identity runs are taken instead of recomputed (matched by run_id, i.e.
+    # by spec, and by data digest); None: compute every identity run here.
+    reference: Path | None = None
 
 
 @dataclass
 class Summary:
     ok: int = 0
     skipped: int = 0
+    taken: int = 0         # identity runs copied from the reference results dir
     not_applicable: int = 0
     failed: list = field(default_factory=list)   # (label, one-line reason)
 
@@ -92,13 +96,16 @@ class Summary:
             self.ok += 1
         elif status == "skipped":
             self.skipped += 1
+        elif status == "taken":
+            self.taken += 1
         elif status == "not_applicable":
             self.not_applicable += 1
         else:
             self.failed.append((label, reason))
 
     def text(self) -> str:
-        lines = [f"{self.ok} ok, {self.skipped} already done, {self.not_applicable} not applicable, "
+        taken = f"{self.taken} identity run(s) taken from the reference results, " if self.taken else ""
+        lines = [f"{self.ok} ok, {self.skipped} already done, {taken}{self.not_applicable} not applicable, "
                  f"{len(self.failed)} failed"]
         lines += [f"  FAILED {label}: {reason}" for label, reason in self.failed]
         return "\n".join(lines)
@@ -181,6 +188,8 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
         record = recorded.get(s.run_id)
         if _finished(record, digests[s.run_id]):
             summary.add("skipped", s.label(), None)
+        elif s.defense == "identity" and take_reference(s, env, digests[s.run_id]):
+            summary.add("taken", s.label(), None)
         else:
             todo.append(s)
             if record is not None and record["status"] in FINISHED:
@@ -210,6 +219,35 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
             if progress:
                 progress(run)
     return summary
+
+
+def default_reference() -> Path | None:
+    """The repository's reference results, when the harness runs from a checkout that has them."""
+    path = Path(__file__).resolve().parents[1] / "results" / "reference"
+    return path if (path / "runs").is_dir() else None
+
+
+def take_reference(spec: RunSpec, env: Env, digest: str) -> bool:
+    """Copy `spec`'s finished record from the reference results dir into this one, if there is one.
+
+    An identity run is the attacker on raw images: its numbers depend on the spec (data, seed,
+    budget, attacker settings, preset) and the data, never on the defense it calibrates, so one
+    computed for the reference results is as good as a new one. The copy says where it came from
+    (`taken_from`); the inversion samples come with it. Precision is a property of a run, not part of
+    its identity (docs/design.md), so a record taken at one precision calibrates runs at another.
+    """
+    reference = env.reference
+    if reference is None or Path(reference).resolve() == env.results_dir:
+        return False
+    record = read_run(Path(reference), spec.run_id)
+    if not _finished(record, digest):
+        return False
+    record = {**record, "taken_from": {"results_dir": str(Path(reference).resolve()), "run_id": spec.run_id}}
+    samples = Path(reference) / "samples" / f"{spec.run_id}.npz"
+    if samples.is_file():
+        atomic_write_bytes(env.results_dir / "samples" / samples.name, samples.read_bytes())
+    write_run(env.results_dir, record)
+    return True
 
 
 def _parallel(env: Env, tasks: list, ordered: bool = True):

@@ -19,6 +19,15 @@ def isolated_cache(tmp_path, monkeypatch):
     return cache
 
 
+@pytest.fixture
+def fp32(monkeypatch):
+    """Run the test at fp32 (for comparisons of float rounding that bf16 would swamp)."""
+    from bench import precision
+
+    monkeypatch.setenv(precision.ENV_VAR, "fp32")
+    monkeypatch.setattr(precision, "_requested", None)
+
+
 def run_cli(*args, cwd=None, env_extra=None, timeout=600) -> subprocess.CompletedProcess:
     """`python -m bench ARGS` in a subprocess, with this test's cache."""
     env = {**os.environ, **(env_extra or {})}

@@ -153,6 +153,7 @@ def reference_release(defense, x, y):
         return BaselineFMD._release(defense, x, y)
 
 
+@pytest.mark.usefixtures("fp32")
 @pytest.mark.parametrize("label_source", ["pred", "gt"])
 def test_release_matches_the_old_loop(world, label_source):
     # Tolerance: the steps run through the designated model with BatchNorm folded into its convolutions,
@@ -203,6 +204,7 @@ def test_folding_leaves_other_architectures_the_same_function(arch):
         assert torch.allclose(fold_batchnorm(model)(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.usefixtures("fp32")
 def test_channels_last_steps_release_the_same_images(world, monkeypatch):
     # The steps run channels_last (on CPU too: measured faster); NCHW gives the same images up to rounding.
     import defenses.fmd
