@@ -1,4 +1,4 @@
-"""The tables of README.md and RESULTS.md, generated from the reference results.
+"""The tables of README.md, RESULTS.md and docs/performance.md, generated from the reference results.
 
 A generated table sits between two markers,
 
@@ -21,7 +21,8 @@ from bench import views
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "results" / "reference"
-DOCS = ("README.md", "RESULTS.md")
+PRECISION = REPO / "results" / "precision"   # the reference runs again at bf16 (docs/performance.md)
+DOCS = ("README.md", "RESULTS.md", "docs/performance.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
 README_HEADLINE = ["dataset", "rank", "config", "utility_ratio", "worst_leakage", "worst_ci95", "worst_attacker",
                    "n_seeds", "baseline", "baseline_worst_leakage", "baseline_compared_over"]
@@ -41,7 +42,17 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
         "claims": _claims_table(results_dir, tables["agg"]),
         "benchmarks": _benchmark_table(REPO / "docs" / "benchmarks"),
         "cost": cost_table(results_dir).fillna(0).reset_index().to_markdown(index=False, floatfmt=".2f"),
+        "precision-agreement": _agreement_table(results_dir, PRECISION),
     }
+
+
+def _agreement_table(fp32: Path, bf16: Path) -> str:
+    from bench.precision_agreement import agreement, markdown, summary
+
+    if not (bf16 / "runs").is_dir():
+        return "(no bf16 runs committed)"
+    table = agreement(fp32, bf16)
+    return markdown(table) + "\n\n" + summary(table)
 
 
 def _claims_table(results_dir: Path, agg) -> str:

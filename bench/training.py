@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench import cores, progress
-from bench.precision import autocast, prepare_model
+from bench.precision import autocast, memory_format, prepare_model
 from bench.errors import BenchError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -133,6 +133,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Te
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     model = prepare_model(model, device)
+    batch_format = memory_format(device)
     x, y = x.to(device), y.to(device)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -150,6 +151,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Te
             xb, yb = x[idx], y[idx]
             if augment:
                 xb = augment_batch(xb, gen, flip=config.flip)
+            if xb.dim() == 4:
+                xb = xb.contiguous(memory_format=batch_format)
             with autocast(device):
                 loss = loss_fn(model, xb, yb)
             if not torch.isfinite(loss):

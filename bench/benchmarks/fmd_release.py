@@ -1,27 +1,28 @@
-"""FMD's release: the loop as it was before issue 22 vs today's `FMD.release`, side by side.
+"""FMD's release at bf16 against today's fp32 release, and the loop before its fused steps.
 
     python -m bench.benchmarks.fmd_release --images 64 --repeats 3 --threads 2
 
 For Fashion-MNIST-shaped (1x28x28) and CIFAR-10-shaped (3x32x32) images, the
 harness's designated model (`build_classifier("cnn", ...)`, random weights: the
-cost of the steps does not depend on them) and random images, both releases run
+cost of the steps does not depend on them) and random images, every release runs
 through the same `Defense.release` plumbing (batches of `FMD.batch_size`, no_grad,
 the same seeded random starts), interleaved, `--repeats` times each after a short
 warm-up; the figures are medians:
-  - old: `BaselineFMD`, FMD with its `_release` as it was (a faithful copy below):
-    every step a forward through the designated model with a hook that copies the
-    feature map, BatchNorm as its own op forward and backward;
-  - new: `defenses.fmd.FMD` as it is now.
+  - old: `BaselineFMD`, FMD with the release loop it had before its steps were fused
+    (a faithful copy below): every step a forward through the designated model with a
+    hook that copies the feature map, BatchNorm as its own op forward and backward; fp32;
+  - today: `defenses.fmd.FMD` at fp32, the harness's CPU path before bf16;
+  - bf16: the same `FMD` at bf16 precision (bf16 autocast; the steps are channels_last
+    either way), what the harness runs by default on CPUs with native bf16 and on CUDA.
 Each image costs `steps` forward + input-gradient passes plus one clean forward.
 Their FLOPs are counted by torch's FlopCounterMode on one step of the old loop (the
 forward, and the backward w.r.t. the input only: the model's weights are frozen),
-and the achieved GFLOP/s are set against the best of a few large fp32 matmuls
-(`training_loop.matmul_peak_gflops`). The last line per dataset is the share of the
-released pixels that are bit-identical in both (folding BatchNorm changes float
-rounding, which can flip the sign step of a pixel at a near-tie, see tests/test_fmd.py)
-and the feature distortion, FMD's objective, that each release reached.
-The new release runs its steps channels_last (`defenses.fmd.CHANNELS_LAST_DEVICES`);
-`--nchw` adds an informational row with the new release in NCHW, to show what each change gives.
+and the achieved GFLOP/s are set against the best of a few large matmuls in the
+release's own precision (`training_loop.matmul_peak_gflops`). The last lines per dataset
+are the share of released pixels bit-identical to today's release (a sign step turns on
+the gradient's sign: rounding flips it only at near-ties, more often in bf16) and the
+feature distortion, FMD's objective, that each release reached.
+`--nchw` adds an informational row with today's release in NCHW, to show what channels_last gives.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 import defenses.fmd as fmd
+from bench import precision
 from bench.benchmarks.training_loop import matmul_peak_gflops, synchronize
 from bench.models import build_classifier
 from bench.protocol import DataSpec, FitData
@@ -45,7 +47,7 @@ NUM_CLASSES = 10
 
 
 class BaselineFMD(FMD):
-    """FMD with the release loop it had before issue 22 (commit 03a4fbd), kept verbatim as the baseline."""
+    """FMD with the release loop it had before its steps were fused (commit 03a4fbd), kept verbatim."""
 
     def _release(self, xb, yb=None):
         target = self.target_
@@ -110,11 +112,12 @@ def fitted(cls, image_shape, device: torch.device, steps: int) -> FMD:
     return cls(steps=steps).fit(data, target, seed=0)
 
 
-def timed(defense: FMD, x: torch.Tensor, device: torch.device) -> tuple[float, torch.Tensor]:
-    synchronize(device)
-    start = time.perf_counter()
-    out = defense.release(x)
-    synchronize(device)
+def timed(defense: FMD, x: torch.Tensor, device: torch.device, bits: str) -> tuple[float, torch.Tensor]:
+    with precision.requesting(bits):
+        synchronize(device)
+        start = time.perf_counter()
+        out = defense.release(x)
+        synchronize(device)
     return time.perf_counter() - start, out
 
 
@@ -141,18 +144,22 @@ def main(argv: list[str] | None = None) -> None:
           f"torch {torch.__version__}")
     print(f"release: FMD steps {args.steps}, eps 16/255, alpha 4/255, lam 0.01, model cnn (random weights), "
           f"{args.images} random images in batches of {FMD.batch_size}, median of {args.repeats} interleaved runs")
-    peak = matmul_peak_gflops(device, args.matmul_size)
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({args.matmul_size} x {args.matmul_size}, best of 5)")
+    peaks = {bits: matmul_peak_gflops(device, args.matmul_size, dtype=dtype)
+             for bits, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    for bits, peak in peaks.items():
+        print(f"{bits} matmul peak: {peak:.1f} GFLOP/s ({args.matmul_size} x {args.matmul_size}, best of 5)")
 
     for name in datasets:
         shape = SHAPES[name]
         defenses = {"old": fitted(BaselineFMD, shape, device, args.steps),
-                    "new": fitted(FMD, shape, device, args.steps)}
+                    "today": fitted(FMD, shape, device, args.steps),
+                    "bf16": fitted(FMD, shape, device, args.steps)}
+        bits = {"old": "fp32", "today": "fp32", "bf16": "bf16", "today, NCHW": "fp32"}
         if args.nchw:
             previous = fmd.CHANNELS_LAST_DEVICES
             fmd.CHANNELS_LAST_DEVICES = ()
             try:
-                defenses["new, NCHW"] = fitted(FMD, shape, device, args.steps)
+                defenses["today, NCHW"] = fitted(FMD, shape, device, args.steps)
             finally:
                 fmd.CHANNELS_LAST_DEVICES = previous
         gen = torch.Generator().manual_seed(0)
@@ -162,29 +169,31 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name} {shape}: {step_flops / 1e6:.2f} MFLOP per image and step (forward + input-gradient "
               f"backward, FlopCounterMode), {flops / 1e9:.2f} GFLOP per released image")
 
-        for defense in defenses.values():  # warm-up: allocator, kernels, oneDNN primitives
-            defense.release(x[:min(8, len(x))])
+        for key, defense in defenses.items():  # warm-up: allocator, kernels, oneDNN primitives
+            timed(defense, x[:min(8, len(x))], device, bits[key])
         seconds = {k: [] for k in defenses}
         released = {}
         for r in range(args.repeats):
             order = list(defenses) if r % 2 == 0 else list(defenses)[::-1]
             for key in order:
-                s, released[key] = timed(defenses[key], x, device)
+                s, released[key] = timed(defenses[key], x, device, bits[key])
                 seconds[key].append(s)
         rate = {k: args.images / statistics.median(v) for k, v in seconds.items()}
         for key in defenses:
             achieved = flops * rate[key] / 1e9
             print(f"{name}: {key + ' release':26s} {rate[key]:8.2f} img/s ({1000 / rate[key]:7.1f} ms/image), "
-                  f"{achieved:7.2f} GFLOP/s = {achieved / peak:.1%} of peak")
-        print(f"{name}: FMD release speed-up {rate['new'] / rate['old']:.2f}x "
-              f"(old {rate['old']:.2f} img/s, new {rate['new']:.2f} img/s)")
+                  f"{achieved:7.2f} GFLOP/s = {achieved / peaks[bits[key]]:.1%} of the {bits[key]} peak")
+        print(f"{name}: bf16 release speed-up {rate['bf16'] / rate['today']:.2f}x over today's fp32 "
+              f"(today {rate['today']:.2f} img/s, bf16 {rate['bf16']:.2f} img/s)")
+        print(f"{name}: today's release runs {rate['today'] / rate['old']:.2f}x the old loop")
         if args.nchw:
-            key = "new, NCHW"
-            print(f"{name}: in NCHW the new release runs {rate[key] / rate['old']:.2f}x the old")
-        same = (released["new"] == released["old"]).float().mean().item()
-        reached = {k: mean_distortion(defenses["old"], x, released[k]) for k in ("old", "new")}
-        print(f"{name}: released pixels bit-identical to the old loop: {same:.2%}; feature distortion reached: "
-              f"old {reached['old']:.4g}, new {reached['new']:.4g}")
+            key = "today, NCHW"
+            print(f"{name}: in NCHW today's release runs {rate[key] / rate['old']:.2f}x the old loop")
+        same = {k: (released[k] == released["today"]).float().mean().item() for k in ("old", "bf16")}
+        reached = {k: mean_distortion(defenses["old"], x, released[k]) for k in ("old", "today", "bf16")}
+        print(f"{name}: released pixels bit-identical to today's: bf16 {same['bf16']:.2%}, old loop "
+              f"{same['old']:.2%}; feature distortion reached: old {reached['old']:.4g}, today "
+              f"{reached['today']:.4g}, bf16 {reached['bf16']:.4g}")
 
 
 if __name__ == "__main__":

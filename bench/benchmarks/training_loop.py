@@ -1,5 +1,6 @@
 """The harness's shared training loop vs a plain DataLoader loop and vs two variants of itself
-(channels_last, torch.compile), its share of the matmul peak, and where early stopping stops.
+(channels_last, bf16 autocast, torch.compile), its share of the fp32 and bf16 matmul peaks, and where
+early stopping stops.
 
     python -m bench.benchmarks.training_loop --n-images 10000 --steps 200 --threads 2
 
@@ -11,15 +12,18 @@ edge padding, horizontal flip):
   - plain: the way a typical research script does it, a `torch.utils.data.DataLoader`
     over uint8 images turned into PIL images one at a time, with torchvision's
     RandomCrop(padding) + RandomHorizontalFlip + ToTensor per sample;
-  - channels_last: the shared loop with the model's weights and every batch in
-    channels_last (NHWC) memory format, which the loop today uses only on CUDA;
+  - channels_last: the shared loop in fp32 with the model's weights and every batch in
+    channels_last (NHWC) memory format;
+  - bf16: the shared loop at bf16 precision (bf16 autocast, model and batches channels_last),
+    what the harness runs by default on CUDA and on CPUs with native bf16 (bench.precision);
   - compile: the shared loop on `torch.compile(model)` (inductor). Its compile time is
     reported apart: once with an empty inductor cache (a fresh machine: the first
     training ever) and once after `torch._dynamo.reset()` with the disk cache warm (about
     what a new worker process pays; a real new process also pays inductor's start-up).
     The timed run uses a fresh compiled model, as every training in the harness builds
     its own, so it pays whatever re-tracing a new model needs.
-The peak is the best of a few large fp32 `torch.matmul`s; the model's training FLOPs
+"today" is the loop at fp32 in NCHW, the harness's CPU path before bf16. The peaks are the best
+of a few large fp32 and bf16 `torch.matmul`s; the model's training FLOPs
 per image are its forward FLOPs (counted by torch's FlopCounterMode) x 3, the usual
 estimate for forward + backward.
 
@@ -46,6 +50,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from bench import precision
 from bench.models import build_classifier
 from bench.training import TrainConfig, accuracy_score, as_float, resolve_device, train
 
@@ -115,16 +120,26 @@ def compiled(model: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(model, backend="inductor")
 
 
-VARIANTS = {  # name: (what is done to a fresh model, the loss function train() is given)
-    "today": (lambda m: m, cross_entropy),
-    "channels_last": (as_channels_last, channels_last_cross_entropy),
-    "compile": (compiled, cross_entropy),
+VARIANTS = {  # name: (precision, what is done to a fresh model, the loss function train() is given)
+    "today": ("fp32", lambda m: m, cross_entropy),
+    "channels_last": ("fp32", as_channels_last, channels_last_cross_entropy),
+    # The harness's loop at bf16: train() itself puts the model and each batch in channels_last.
+    "bf16": ("bf16", lambda m: m, cross_entropy),
+    "compile": ("fp32", compiled, cross_entropy),
 }
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul (2 n^3 FLOPs) over `repeats` tries, after one warm-up."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def train_variant(variant: str, model, x, y, *, config: TrainConfig, device: torch.device, seed: int, **kw):
+    """`train` with one of VARIANTS: its precision, its model preparation and its loss."""
+    bits, prepare, loss_fn = VARIANTS[variant]
+    with precision.requesting(bits):
+        return train(prepare(model), loss_fn, x, y, config=config, device=device, seed=seed, **kw)
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5,
+                       dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of an n x n matmul (2 n^3 FLOPs) in `dtype` over `repeats` tries, after one warm-up."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     torch.matmul(a, b)
     best = math.inf
     for _ in range(repeats):
@@ -167,7 +182,7 @@ def val_curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: t
         return score
 
     train(model, cross_entropy, x, y, config=config, device=device, seed=seed, val_score=val_score,
-          desc="early-stopping curve")
+          desc="early-stopping curve")   # at the process's precision, as the harness trains
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
     return {"scores": scores, "best_epoch": best + 1, "epochs_run": len(scores),
             "epoch_s": [marks[i + 1] - marks[i] - val_s[i] for i in range(len(scores))], "val_s": val_s}
@@ -218,8 +233,7 @@ def main() -> None:
         return build_classifier("cnn", data.image_shape, n_classes)
 
     def shared_loop(x, y, cfg, variant: str = "today"):
-        prepare, loss_fn = VARIANTS[variant]
-        return train(prepare(model()), loss_fn, x, y, config=cfg, device=device, seed=0)
+        return train_variant(variant, model(), x, y, config=cfg, device=device, seed=0)
 
     def timed(fn) -> float:
         synchronize(device)
@@ -239,7 +253,8 @@ def main() -> None:
     x_warm, y_warm, one_epoch = x[:warm], y[:warm], config.with_(epochs=1)
     eager_warm_s = timed(lambda: shared_loop(x_warm, y_warm, one_epoch))
     shared_loop(x_warm, y_warm, one_epoch, "channels_last")
-    seconds = {"today": math.inf, "channels_last": math.inf}
+    shared_loop(x_warm, y_warm, one_epoch, "bf16")
+    seconds = {"today": math.inf, "channels_last": math.inf, "bf16": math.inf}
     for _ in range(args.repeats):  # interleaved, so that a drift in the machine's speed hits both alike
         for name in seconds:
             seconds[name] = min(seconds[name], timed(lambda: shared_loop(x, y, config, name)))
@@ -273,17 +288,22 @@ def main() -> None:
     processed = epochs * n
     rate = {name: processed / s for name, s in seconds.items()}
     plain_rate = processed / plain_s
-    peak = matmul_peak_gflops(device, args.matmul_size)
+    peaks = {bits: matmul_peak_gflops(device, args.matmul_size, dtype=dtype)
+             for bits, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     flops = training_flops_per_image(model(), data.image_shape, device)
 
-    def share(r: float) -> str:
-        return f"{flops * r / 1e9:6.1f} GFLOP/s = {flops * r / 1e9 / peak:.1%} of peak"
+    def share(r: float, bits: str = "fp32") -> str:
+        shares = [f"{flops * r / 1e9 / peaks[b]:.1%} of the {b} peak" for b in dict.fromkeys((bits, "fp32", "bf16"))]
+        return f"{flops * r / 1e9:6.1f} GFLOP/s = {', '.join(shares)}"
 
     print(f"plain DataLoader loop:  {plain_rate:10.0f} images/s ({plain_s:.2f} s)")
     print(f"shared harness loop:    {rate['today']:10.0f} images/s ({seconds['today']:.2f} s)  today's loop")
     print(f"speed-up:               {rate['today'] / plain_rate:10.2f} x (shared vs plain)")
     print(f"channels_last loop:     {rate['channels_last']:10.0f} images/s ({seconds['channels_last']:.2f} s)  "
           f"ratio {rate['channels_last'] / rate['today']:.2f} x vs today")
+    print(f"bf16 loop:              {rate['bf16']:10.0f} images/s ({seconds['bf16']:.2f} s)  "
+          f"ratio {rate['bf16'] / rate['today']:.2f} x vs today (bf16 autocast + channels_last, "
+          f"{'native' if precision.cpu_has_native_bf16() or device.type == 'cuda' else 'emulated'} bf16)")
     if "compile" in rate:
         amortised = processed / (seconds["compile"] + cold)
         print(f"torch.compile loop:     {rate['compile']:10.0f} images/s ({seconds['compile']:.2f} s)  "
@@ -297,10 +317,11 @@ def main() -> None:
     print(f"best vs today's loop:   {best}, ratio {rate[best] / rate['today']:.2f} x"
           + (" (compile time excluded)" if best == "compile" else ""))
     print(f"training FLOPs/image:   {flops / 1e6:10.2f} MFLOP (forward x 3)")
-    print(f"fp32 matmul peak:       {peak:10.1f} GFLOP/s ({args.matmul_size} x {args.matmul_size}, best of 5)")
+    for bits, peak in peaks.items():
+        print(f"{bits} matmul peak:       {peak:10.1f} GFLOP/s ({args.matmul_size} x {args.matmul_size}, best of 5)")
     for name in rate:
         label = "shared loop achieves:" if name == "today" else f"{name} achieves:"
-        print(f"{label:<23} {share(rate[name])}")
+        print(f"{label:<23} {share(rate[name], VARIANTS[name][0])}")
 
     if args.curve_images > 0:
         early_stopping(args, data, device)
