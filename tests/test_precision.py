@@ -158,3 +158,26 @@ def test_fp32_with_one_thread_reproduces_a_committed_record_bit_for_bit(cli, tmp
     timings = {"fit_s", "attack_fit_s", "release_ms_per_image"}
     assert {k: v for k, v in fresh["metrics"].items() if k not in timings} == \
         {k: v for k, v in committed["metrics"].items() if k not in timings}
+
+
+def test_grouped_convolutions_stay_fp32_under_bf16_on_cpu():
+    from bench.models import build_classifier
+
+    model = build_classifier("mobilenet", (1, 28, 28), 10)
+    keys = list(model.state_dict())
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        before = model.eval()(x)
+    with precision.requesting("bf16"):
+        model = precision.prepare_model(model, CPU)
+        grouped = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+        assert grouped and all(type(m) is precision.GroupedConv2dFP32 for m in grouped)
+        assert list(model.state_dict()) == keys
+        with torch.no_grad(), precision.autocast(CPU):
+            after = model(x).float()
+            seen = []
+            hook = grouped[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+            model(x)
+            hook.remove()
+    assert seen == [torch.float32]
+    assert torch.allclose(before, after, atol=0.1)
