@@ -14,6 +14,20 @@ from torch import nn
 from bench.errors import unknown
 
 
+class GridPool(nn.AdaptiveAvgPool2d):
+    """Adaptive average pooling that passes a map already at its output size through untouched.
+
+    The same function (an average over one element is that element, exactly), without the pooling
+    kernels, whose backward in bf16 channels_last cost ~5 % of a training step on 28 px images.
+    """
+
+    def forward(self, x):
+        size = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return super().forward(x)
+
+
 def small_cnn(in_shape, num_classes, width: int = 32) -> nn.Module:
     """Three conv blocks with BatchNorm: the default designated model (fast on CPU)."""
     c = in_shape[0]
@@ -26,7 +40,7 @@ def small_cnn(in_shape, num_classes, width: int = 32) -> nn.Module:
         block(width, 2 * width), nn.MaxPool2d(2),
         block(2 * width, 4 * width), nn.MaxPool2d(2),
         # A 3x3 grid keeps where things are, which global pooling would discard.
-        nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+        GridPool(3), nn.Flatten(),
         nn.Dropout(0.2), nn.Linear(36 * width, num_classes),
     )
 

@@ -6,7 +6,8 @@ early stopping stops.
 
 All loops train `build_classifier("cnn", ...)` with AdamW + OneCycle, the same batch
 size, the same number of steps and the same augmentation (shift by up to 2 px with
-edge padding, horizontal flip):
+edge padding, horizontal flip, when the default preset augments the dataset; it does not on
+Fashion-MNIST), with the default preset's batch size and learning rate:
   - shared (today): `bench.training.train`, tensors on the device, batches sliced from a
     seeded permutation, augmentation vectorised on the batch;
   - plain: the way a typical research script does it, a `torch.utils.data.DataLoader`
@@ -52,6 +53,8 @@ from torchvision import transforms
 
 from bench import precision
 from bench.models import build_classifier
+from bench.presets import get_preset
+from bench.registry import DATASETS
 from bench.training import TrainConfig, accuracy_score, as_float, resolve_device, train
 
 
@@ -70,9 +73,9 @@ class PILImages(Dataset):
         return self.transform(pil), int(self.labels[i])
 
 
-def per_sample_transform(size: int, flip: bool = True) -> transforms.Compose:
-    steps = [transforms.RandomCrop(size, padding=2, padding_mode="edge")]
-    if flip:
+def per_sample_transform(size: int, flip: bool = True, augment: bool = True) -> transforms.Compose:
+    steps = [transforms.RandomCrop(size, padding=2, padding_mode="edge")] if augment else []
+    if flip and augment:
         steps.append(transforms.RandomHorizontalFlip())
     return transforms.Compose([*steps, transforms.ToTensor()])
 
@@ -86,7 +89,7 @@ def plain_loop(model, images: np.ndarray, labels: np.ndarray, *, config: TrainCo
                seed: int, loader_workers: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = model.to(device).train()
-    data = PILImages(images, labels, per_sample_transform(images.shape[-1], config.flip))
+    data = PILImages(images, labels, per_sample_transform(images.shape[-1], config.flip, config.augment))
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, num_workers=loader_workers,
                         pin_memory=device.type == "cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -199,7 +202,9 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=10000, help="training subset size (default 10000)")
     parser.add_argument("--steps", type=int, default=200,
                         help="optimiser steps, rounded to whole epochs over the subset (default 200)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, help="default: the default preset's (with the dataset's overrides)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                        help="shift and flip each batch (default: as the default preset trains the dataset)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--loader-workers", type=int, default=0,
                         help="DataLoader worker processes of the plain loop (default 0: they would share the "
@@ -218,14 +223,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
-    from bench.registry import DATASETS
     data = DATASETS.create(args.dataset, {}).load(args.data_dir)
     images, labels = data.images[data.train_idx][:args.n_images], data.labels[data.default_task][data.train_idx][:args.n_images]
     n = len(images)
-    steps_per_epoch = math.ceil(n / args.batch_size)
+    # The default preset's training (batch, lr, augmentation) on this dataset: what the harness runs.
+    preset = get_preset("default")
+    config = preset.train.with_(**DATASETS.get(args.dataset).train_overrides.get(preset.name, {}))
+    config = config.with_(batch_size=args.batch_size, augment=args.augment)
+    args.batch_size = config.batch_size
+    steps_per_epoch = math.ceil(n / config.batch_size)
     epochs = max(1, round(args.steps / steps_per_epoch))
     steps = epochs * steps_per_epoch
-    config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=2e-3, augment=True)
+    config = config.with_(epochs=epochs)
     n_classes = data.num_classes(data.default_task)
 
     def model():
@@ -245,7 +254,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {device}, "
           f"torch {torch.__version__}")
     print(f"data: {n} {args.dataset} images {tuple(data.image_shape)}, {steps} steps of batch {args.batch_size} "
-          f"({epochs} epochs), model cnn")
+          f"({epochs} epochs, lr {config.lr:g}, augment {config.augment}: the default preset's), model cnn")
     x, y = as_float(images), labels
     # Warm-up of each variant on two batches and the last, partial one: allocator, kernels, and for
     # torch.compile every shape the timed run meets (a new batch size would be compiled again).
@@ -330,8 +339,6 @@ def main() -> None:
 def early_stopping(args, data, device: torch.device) -> None:
     """The val curve of each `--curve-archs` model under the default preset's TrainConfig."""
     from bench.data.splits import make_splits
-    from bench.presets import get_preset
-    from bench.registry import DATASETS
 
     preset = get_preset("default")
     config = preset.train.with_(**DATASETS.get(args.dataset).train_overrides.get(preset.name, {}))
