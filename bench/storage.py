@@ -112,10 +112,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
-def save_tensors(path: Path, obj: Any) -> None:
-    """torch.save `obj` (tensors, dicts, lists, numbers, strings) with a checksum sidecar."""
+KEY_FIELD = "cache_key"
+
+
+def save_tensors(path: Path, obj: dict, key: str) -> None:
+    """torch.save `obj` (a dict of tensors, lists, numbers, strings) with a checksum sidecar.
+
+    `key` (what the file was computed for) is stored inside the checksummed payload, so that a
+    valid file copied over another key's file is recognised as not that key's (`load_tensors`).
+    """
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save({**obj, KEY_FIELD: key}, buf)
     data = buf.getvalue()
     # The payload is renamed into place before its checksum: a kill in between
     # leaves a payload without a matching sidecar, which `load_tensors` rejects.
@@ -123,8 +130,9 @@ def save_tensors(path: Path, obj: Any) -> None:
     atomic_write_bytes(_sidecar(path), hashlib.sha256(data).hexdigest().encode())
 
 
-def load_tensors(path: Path) -> Any | None:
-    """The object saved at `path`, or None when absent or corrupt (with a warning)."""
+def load_tensors(path: Path, key: str) -> Any | None:
+    """The object saved at `path` for `key`, or None when absent, corrupt or computed for another
+    key (with a warning)."""
     path = Path(path)
     if not path.exists():
         return None
@@ -140,11 +148,19 @@ def load_tensors(path: Path) -> Any | None:
         warnings.warn(f"cache file {path} fails its checksum; rebuilding it", RuntimeWarning, stacklevel=2)
         return None
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # a sidecar recomputed over garbage, a file from an incompatible torch, ...
-        warnings.warn(f"cache file {path} matches its checksum but cannot be loaded ({one_line(e)}); rebuilding it",
+        # torch's own message goes on to advise weights_only=False, which would unpickle the file: not ours.
+        reason = one_line(e) if "weights_only" not in str(e) else f"{type(e).__name__}: not a file of tensors"
+        warnings.warn(f"cache file {path} matches its checksum but cannot be loaded ({reason}); rebuilding it",
                       RuntimeWarning, stacklevel=2)
         return None
+    if not isinstance(obj, dict) or obj.get(KEY_FIELD) != key:
+        warnings.warn(f"cache file {path} was computed for another key than the one it is stored under; "
+                      "rebuilding it", RuntimeWarning, stacklevel=2)
+        return None
+    del obj[KEY_FIELD]
+    return obj
 
 
 def file_digest(*paths: Path) -> str:

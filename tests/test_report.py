@@ -184,6 +184,45 @@ def test_a_rebuild_removes_copies_of_runs_that_are_gone(tmp_path):
     assert not (site / "runs" / gone.name).exists() and len(list((site / "runs").glob("*.json"))) == 4
 
 
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_report_never_writes_into_or_deletes_from_another_results_dir(tmp_path, main_inprocess):
+    """`--out` pointed at a second results dir by a slip, twice: every file of that dir stays as it was."""
+    res = _results_with_hostile_names(tmp_path)
+    other = tmp_path / "other"
+    (other / "runs").mkdir(parents=True)
+    # One record shares a run_id with the reported results, one does not.
+    shared = sorted((res / "runs").glob("*.json"))[0]
+    (other / "runs" / shared.name).write_text(shared.read_text().replace("0.9", "0.8"))
+    (other / "runs" / "0123456789abcdef.json").write_text("{}")
+    (other / "leaderboard.csv").write_text("run_id,metric,value\n")
+    before = _snapshot(other)
+    for _ in range(2):
+        out = main_inprocess("report", "--results-dir", res, "--out", other, "--claims", CLAIMS)
+        assert out.returncode == 2 and "not empty" in out.stderr and str(other) in out.stderr, out.stderr
+        assert _snapshot(other) == before
+
+
+def test_a_rebuild_keeps_files_the_report_did_not_write(tmp_path):
+    res = _results_with_hostile_names(tmp_path)
+    site = tmp_path / "site"
+    build_report(res, site, CLAIMS)
+    mine = site / "runs" / "notes.json"
+    mine.write_text("my own notes")
+    edited = sorted((site / "runs").glob("*.json"))[0]
+    edited.write_text("edited by hand")
+    (res / "runs" / edited.name).unlink()   # its run is gone: a rebuild would remove its copy...
+    build_report(res, site, CLAIMS)
+    assert mine.read_text() == "my own notes" and edited.read_text() == "edited by hand"  # ...but not an edit
+    overwritten = sorted((res / "runs").glob("*.json"))[0]
+    (site / "runs" / overwritten.name).write_text("edited too")
+    with pytest.raises(BenchError, match="was not written by a report"):
+        build_report(res, site, CLAIMS)
+    assert (site / "runs" / overwritten.name).read_text() == "edited too"
+
+
 def test_the_report_command(tmp_path, main_inprocess):
     res = _results_with_hostile_names(tmp_path)
     out = main_inprocess("report", "--results-dir", res, "--out", tmp_path / "site", "--claims", CLAIMS)

@@ -1,5 +1,6 @@
 """Fast unit tests of the harness's pieces (no dataset files)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,21 +29,33 @@ def test_atomic_write_leaves_only_the_file(tmp_path):
 
 def test_tensor_roundtrip_and_corruption_detected(tmp_path):
     path = tmp_path / "t.pt"
-    save_tensors(path, {"x": torch.arange(5)})
-    assert torch.equal(load_tensors(path)["x"], torch.arange(5))
+    save_tensors(path, {"x": torch.arange(5)}, "k")
+    assert torch.equal(load_tensors(path, "k")["x"], torch.arange(5))
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.warns(RuntimeWarning, match="checksum"):
-        assert load_tensors(path) is None
+        assert load_tensors(path, "k") is None
 
 
 def test_tensor_without_sidecar_is_not_loaded(tmp_path):
     path = tmp_path / "t.pt"
-    save_tensors(path, {"x": torch.ones(2)})
+    save_tensors(path, {"x": torch.ones(2)}, "k")
     (tmp_path / "t.pt.sha256").unlink()
     with pytest.warns(RuntimeWarning):
-        assert load_tensors(path) is None
+        assert load_tensors(path, "k") is None
+
+
+def test_a_valid_file_of_another_key_is_not_loaded(tmp_path):
+    """A file and its checksum copied over another key's file: valid, but not what that key asks for."""
+    theirs, mine = tmp_path / "theirs.pt", tmp_path / "mine.pt"
+    save_tensors(theirs, {"x": torch.ones(2)}, "release of vfc")
+    save_tensors(mine, {"x": torch.zeros(2)}, "release of identity")
+    for suffix in ("", ".sha256"):
+        Path(str(mine) + suffix).write_bytes(Path(str(theirs) + suffix).read_bytes())
+    with pytest.warns(RuntimeWarning, match="computed for another key"):
+        assert load_tensors(mine, "release of identity") is None
+    assert torch.equal(load_tensors(theirs, "release of vfc")["x"], torch.ones(2))
 
 
 def test_digest_ignores_key_order():

@@ -165,8 +165,8 @@ def cached(kind: str, key: str, build: Callable[[], dict]) -> dict:
     # The whole key is hashed: loaders append their options to a source digest (`<sha256>-64`),
     # and a prefix of the key would let two image sizes share one file.
     path = cache_root() / "data" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-    obj = load_tensors(path)
+    obj = load_tensors(path, f"{kind}:{key}")
     if obj is None:
         obj = build()
-        save_tensors(path, obj)
+        save_tensors(path, obj, f"{kind}:{key}")
     return obj
