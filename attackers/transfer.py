@@ -2,6 +2,7 @@
 from torch import nn
 
 from bench.errors import NotApplicable
+from bench.models import IMAGE_ARCHS
 from bench.protocol import Attacker
 
 
@@ -13,6 +14,11 @@ class Transfer(Attacker):
 
     def __init__(self, archs: tuple = ("cnn", "resnet", "mobilenet")):
         self.archs = archs
+
+    def check_params(self):
+        unknown = [a for a in self.archs if a not in IMAGE_ARCHS]
+        if not self.archs or unknown:
+            raise self.param_error("archs", f"one or more of {', '.join(IMAGE_ARCHS)} joined by +")
 
     def _fit(self, released_train, targets, *, context, seed):
         if not context.released_is_image:

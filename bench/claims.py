@@ -73,8 +73,15 @@ class Rule:
         return list(dict.fromkeys(found))
 
     def holds(self, values: dict[str, float]) -> bool:
-        """Whether the rule is true for `values` (every name of the rule must be in it)."""
-        return COMPARATORS[self.comparator](_evaluate(self.left, values), _evaluate(self.right, values))
+        """Whether the rule is true for `values` (every name of the rule must be in it).
+
+        A side that is not a finite number (an overflow to infinity, infinity minus infinity) makes the
+        comparison meaningless: BenchError naming the rule, never a "false"."""
+        left, right = _evaluate(self.left, values), _evaluate(self.right, values)
+        if not (math.isfinite(left) and math.isfinite(right)):
+            raise BenchError(f"claims rule {self.text!r} evaluates to {left} {self.comparator} {right} on the measured "
+                             "values, not a comparison of finite numbers; rewrite the rule")
+        return COMPARATORS[self.comparator](left, right)
 
 
 def parse_rule(text: str) -> Rule:
@@ -148,7 +155,10 @@ class _Parser:
         if kind == "op" and value == "-":
             return ("neg", self._factor())
         if kind == "number":
-            return ("num", float(value))
+            number = float(value)
+            if not math.isfinite(number):
+                raise BenchError(f"rule {self.text!r}: the number {value} is not finite")
+            return ("num", number)
         if kind == "name":
             return ("name", value)
         raise BenchError(f"rule {self.text!r}: {value!r} where a number or name is expected; {RULE_HELP}")
@@ -208,6 +218,10 @@ def load_claims(path: Path) -> list[Claim]:
         raise BenchError(f"cannot read claims file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise BenchError(f"claims file {path} is not UTF-8 text (byte {e.start})") from None
+    opened = _unterminated_quote(text)
+    if opened is not None:
+        raise BenchError(f"claims file {path} line {opened}: a quote opens a field that is never closed "
+                         "(unterminated quote)")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = reader.fieldnames or []
     missing = [c for c in REQUIRED if c not in columns]
@@ -246,6 +260,24 @@ def load_claims(path: Path) -> list[Claim]:
     except csv.Error as e:
         raise BenchError(f"claims file {path} is not readable CSV: {e}") from None
     return claims
+
+
+def _unterminated_quote(text: str) -> int | None:
+    """The line where a CSV quoted field opens and never closes, or None (a doubled "" inside a quoted
+    field is an escaped quote, as in the csv module)."""
+    quoted, opened, line, i = False, 0, 1, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+        elif ch == '"':
+            if quoted and text[i + 1:i + 2] == '"':
+                i += 1                      # an escaped quote inside the field
+            else:
+                quoted = not quoted
+                opened = line
+        i += 1
+    return opened if quoted else None
 
 
 # --- measuring and judging --------------------------------------------------------------------------
@@ -307,7 +339,10 @@ def _judge(c: Claim, agg: pd.DataFrame | None) -> Verdict:
     measured += "".join(f"; {n} {format_number(values[n])}" for n in dict.fromkeys(shown) if n in values)
     if missing:
         return _unmeasured(c, f"no {', '.join(missing)} in this cell", measured)
-    holds = c.rule.holds(values)
+    try:
+        holds = c.rule.holds(values)
+    except BenchError as e:
+        raise BenchError(f"claim on line {c.line} ({c.paper}: {c.claim}): {e}") from None
     return Verdict(c, measured, c.verdict_if_true if holds else c.verdict_if_false, "true" if holds else "false",
                    values)
 

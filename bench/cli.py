@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import textwrap
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from bench import cores
             cores.openmp_defaults()  # before torch loads: libgomp reads its environment only then
+            # loky's resource tracker (a process of its own, started with this environment) would warn of
+            # "leaked semaphore objects" when an interrupted sweep ends: the interruption has its own message.
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                                  "ignore:resource_tracker:UserWarning"]))
             return args.func(args)
         except BenchError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -76,7 +81,7 @@ def _sigterm_interrupts():
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own errors: one line, exit 2, like ours
-        self.exit(2, f"error: {message} (see `python -m bench {self.prog.split()[-1]} --help`)\n")
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _dir_arg(text: str) -> Path:
@@ -222,10 +227,11 @@ def pick(registry, text: str) -> list[str]:
 
 def plan_specs(args) -> list:
     """Validate every input and expand the command into RunSpecs; nothing is written here."""
-    from bench.pipeline import forget_loaded_data, load_dataset
+    from bench.pipeline import forget_loaded_data, load_dataset, model_splits_of
     from bench.presets import get_preset
     from bench.registry import ATTACKERS, DATASETS, DEFENSES
     from bench.runspec import RunSpec
+    from bench.storage import cache_root, check_writable_dir
     from bench.sweep import configurations, count_configurations, parse_sets
     from bench.models import ARCHS
     from bench.errors import unknown
@@ -233,6 +239,7 @@ def plan_specs(args) -> list:
     from bench import precision
 
     preset = get_preset(args.preset)
+    check_writable_dir(cache_root(), "BENCH_CACHE")   # every decoded dataset and artifact goes there
     forget_loaded_data()  # tasks and classes as the data holds them now, not as an earlier command saw them
     args.dataset = args.dataset or preset.dataset or "fashion-mnist"
     resolve_device(args.device)
@@ -312,8 +319,35 @@ def plan_specs(args) -> list:
                                              preset=args.preset, eval_split=args.eval_split,
                                              defense_params=d_params, attacker_params=a_params,
                                              dataset_params=ds_params, max_release=release_cap))
+    sizes = {}
+    for seed in seeds:   # a dataset too small for the preset's splits fails here, not in every run
+        sizes[seed] = model_splits_of(data, seed, args.preset, args.eval_split).sizes()
+        empty = [name for name, n in sizes[seed].items() if n < 1]
+        if empty:
+            raise BenchError(f"dataset {args.dataset} ({len(data.images)} images) is too small for preset "
+                             f"{args.preset}: seed {seed} leaves {', '.join(empty)} empty (split sizes "
+                             f"{', '.join(f'{k} {v}' for k, v in sizes[seed].items())}); add images or use a "
+                             f"smaller preset (smoke)")
+    for note in dict.fromkeys(_size_notes(specs, sizes)):
+        print(f"note: {note}", file=sys.stderr, flush=True)
     # `--set x.p=1,1.0` names one configuration twice: it is one run.
     return list({s.run_id: s for s in specs}.values())
+
+
+def _size_notes(specs: list, sizes: dict[int, dict[str, int]]):
+    """What a budget or release cap larger than the data means, said rather than silently clipped."""
+    for s in specs:
+        released = {k: sizes[s.seed][k] for k in ("attacker", "val", "test")}
+        if s.max_release is not None and s.max_release >= max(released.values()):
+            yield (f"the release cap {s.max_release} of {s.defense} covers every released split of seed {s.seed} "
+                   f"({', '.join(f'{k} {v}' for k, v in released.items())}): its runs release every image "
+                   "(the cap stays in their identity)")
+        budget = s.attacker_params.get("budget") or 0
+        available = min(released["attacker"], s.max_release or released["attacker"])
+        if budget > available:
+            yield (f"{s.attacker}.budget={budget} is more than the {available} released attacker images of seed "
+                   f"{s.seed}{' (release cap)' if s.max_release is not None and s.max_release < released['attacker'] else ''}: "
+                   f"the attacker learns from all {available}")
 
 
 def cmd_run(args) -> int:

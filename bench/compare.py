@@ -542,4 +542,8 @@ def compare_command(leaderboards: list[Path], results_dir: Path | None, a: str |
     comparison = compare_sides(side_a.long, side_b.long, same_configuration=selections is None)
     name_a = side_a.name + (f", {selections[0].text}" if selections else "")
     name_b = side_b.name + (f", {selections[1].text}" if selections else "")
-    return report(comparison, name_a, name_b)
+    lines = report(comparison, name_a, name_b)
+    if not side_a.long.empty and side_a.long.equals(side_b.long):
+        lines.insert(0, "note: A and B are the same runs (a configuration or leaderboard compared with itself): "
+                        "every difference is 0 by construction")
+    return lines

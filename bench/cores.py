@@ -127,10 +127,43 @@ def registry_dir() -> Path | None:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         # In a shared /tmp, a directory someone else made could feed this user's commands anything.
         if uid is not None and not configured and path.stat().st_uid != uid:
+            _warn_once(f"the cores registry {path} belongs to another user; this command does not share the cores "
+                       "with other harness commands (set BENCH_CORES_DIR to a directory of yours)")
             return None
-    except OSError:
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write into {path}")
+    except OSError as e:
+        _warn_once(f"the cores registry {path} cannot be used ({e.strerror or e}); this command does not share "
+                   "the cores with other harness commands (set BENCH_CORES_DIR to a writable directory)")
         return None
     return path
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One line on stderr, once per process: the registry is advisory, a run never fails for it."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _entry(path: Path) -> dict | None:
+    """The entry in file `path` if it is one this module writes (every field of the right type), else None."""
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(entry, dict) or set(entry) != {"pid", "started", "jobs", "threads", "cpus"}:
+        return None
+    def whole(v, low=1):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+    if not (whole(entry["pid"]) and whole(entry["jobs"]) and (entry["threads"] is None or whole(entry["threads"]))
+            and (entry["started"] is None or isinstance(entry["started"], str))
+            and isinstance(entry["cpus"], list) and all(whole(c, 0) for c in entry["cpus"])):
+        return None
+    return entry
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -210,37 +243,45 @@ def live_commands() -> dict[int, dict]:
         if not name.isdigit():
             continue
         path = root / name
-        try:
-            entry = json.loads(path.read_text())
-            pid, jobs = int(entry["pid"]), max(1, int(entry["jobs"]))
-            threads = None if entry.get("threads") is None else max(1, int(entry["threads"]))
-        except FileNotFoundError:
-            continue  # removed since listdir
-        except (OSError, ValueError, KeyError, TypeError):
-            path.unlink(missing_ok=True)  # unreadable: written by nothing this module knows
+        if not path.is_file():
+            if path.exists():   # something else that merely has an entry's name (a directory, say)
+                _warn_once(f"ignoring {path} in the cores registry: not an entry this harness writes")
             continue
-        if pid != int(name) or not alive(pid, entry.get("started")):
-            path.unlink(missing_ok=True)
+        entry = _entry(path)
+        if entry is None or entry["pid"] != int(name):
+            if path.exists():
+                _warn_once(f"ignoring {path} in the cores registry: not an entry this harness writes")
             continue
-        live[pid] = {**entry, "jobs": jobs, "threads": threads}
+        if not alive(entry["pid"], entry["started"]):
+            path.unlink(missing_ok=True)   # a well-formed entry of a command that has ended: ours, and stale
+            continue
+        live[entry["pid"]] = entry
     for pid, entry in live.items():
         entry["busy"] = running.get(pid, 0)
     return live
 
 
 def _count_busy(path: Path, running: dict[int, int]) -> None:
-    """Count the mark `path` of a running job for its command, or remove it if its process has ended."""
+    """Count the mark `path` of a running job for its command, or remove it if its process has ended.
+
+    Only a file named `<command pid>.busy.<worker pid>` holding a start time (or nothing) is a mark:
+    anything else is left alone, with a warning."""
     command, _, pid = path.name.partition(BUSY)
+    if not (command.isdigit() and pid.isdigit()) or not path.is_file():
+        _warn_once(f"ignoring {path} in the cores registry: not a job mark this harness writes")
+        return
     try:
         started = path.read_text().strip() or None
-        command, pid = int(command), int(pid)
     except FileNotFoundError:
         return
-    except (OSError, ValueError):
-        path.unlink(missing_ok=True)
+    except (OSError, UnicodeDecodeError):
+        _warn_once(f"ignoring {path} in the cores registry: not a job mark this harness writes")
         return
-    if alive(pid, started):
-        running[command] = running.get(command, 0) + 1
+    if started is not None and not started.isdigit():
+        _warn_once(f"ignoring {path} in the cores registry: not a job mark this harness writes")
+        return
+    if alive(int(pid), started):
+        running[int(command)] = running.get(int(command), 0) + 1
     else:
         path.unlink(missing_ok=True)
 

@@ -72,19 +72,31 @@ def _claims_table(results_dir: Path, agg) -> str:
 
 
 def _benchmark_table(folder: Path) -> str:
-    """The ratio lines of each saved benchmark output (docs/benchmarks/*.txt, whose first line is
-    `# <command>   (<commit, date, machine state>)`), with the command and commit beside them."""
+    """One row per saved benchmark output (docs/benchmarks/*.txt, whose first line is
+    `# <command>   (<commit, date, machine state>)`): its headline figure, linked to the whole output."""
     import pandas as pd
 
     rows = []
     for path in sorted(folder.glob("*.txt")):
         first, *lines = path.read_text().splitlines()
         command, _, context = first.lstrip("# ").partition("   ")
-        # One row per benchmark, its figures joined: the README stays short as benchmarks are added.
-        figures = [" ".join(line.split()) for line in lines if re.search(r"\b(ratio|speed-up)\b", line)]
-        if figures:
-            rows.append({"benchmark": f"`{command}`", "figures": "; ".join(figures), "when": context.strip("()")})
+        figure = headline_figure(lines)
+        if figure:
+            rows.append({"benchmark": f"[`{path.stem}`](docs/benchmarks/{path.name})", "headline figure": figure,
+                         "measured": context.strip("()").split(";")[0]})
     return pd.DataFrame(rows).to_markdown(index=False) if rows else "(no saved benchmark output)"
+
+
+def headline_figure(lines: list[str], width: int = 100) -> str | None:
+    """The line a benchmark leads with: its `speed-up:` line, else its first ratio, cut before its
+    parenthesised detail to fit `width` characters."""
+    figures = [" ".join(line.split()) for line in lines if re.search(r"\b(ratio|speed-up)\b", line)]
+    lead = next((f for f in figures if f.startswith("speed-up:")), figures[0] if figures else None)
+    if lead is None:
+        return None
+    while len(lead) > width and " (" in lead:
+        lead = lead[:lead.rindex(" (")]
+    return lead[:width]
 
 
 def refresh(text: str, tables: dict[str, str], where: str) -> str:

@@ -31,7 +31,7 @@ from bench.errors import BenchError
 FLOOR = 0.95
 COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
            "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_utility_ratio",
-           "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline"]
+           "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline", "utility_floor"]
 
 
 def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: float = FLOOR) -> pd.DataFrame:
@@ -69,7 +69,7 @@ def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: fl
         apart = g[g.listed_apart != ""].sort_values(["worst_leakage", "config"], na_position="last")
         for part in (ranked, apart):
             for r in part.to_dict("records"):
-                out.append({**r, **_matched_baseline(r, baselines)})
+                out.append({**r, **_matched_baseline(r, baselines), "utility_floor": floor})
     return pd.DataFrame(out)[COLUMNS].astype({"rank": "Int64"})
 
 

@@ -64,6 +64,18 @@ def data_digest(spec: RunSpec, data_dir: str | None) -> str:
                         spec.preset, spec.eval_split)
 
 
+@lru_cache(maxsize=8)
+def _dataset_digest(name: str, params_items: tuple, data_dir: str | None) -> str:
+    data = load_dataset(name, params_items, data_dir)
+    return content_digest(data, torch.arange(len(data.images)))
+
+
+def dataset_digest(spec: RunSpec, data_dir: str | None) -> str:
+    """The content digest of the whole dataset `spec` names: its version, the same for every seed and
+    preset (a run's `data_digest` covers only the splits it uses, which differ by seed)."""
+    return _dataset_digest(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
+
+
 def forget_loaded_data() -> None:
     """Drop this process's decoded datasets and their digests: the next use reads the source again.
 
@@ -72,6 +84,7 @@ def forget_loaded_data() -> None:
     """
     load_dataset.cache_clear()
     _data_digest.cache_clear()
+    _dataset_digest.cache_clear()
 
 
 def release_subset(splits: Splits, cap: int, seed: int) -> Splits:

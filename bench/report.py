@@ -86,7 +86,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None, claims_path: Pa
 # --- reading ------------------------------------------------------------------------------------
 def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(leaderboard_agg, leaderboard_headline) of `results_dir`: its CSVs, else computed from its runs."""
-    from bench.headline import COLUMNS as HEADLINE_COLUMNS, headline
+    from bench.headline import COLUMNS as HEADLINE_COLUMNS, FLOOR, headline
     from bench.results import GROUP, aggregate, load_runs, long_table, worst_case
 
     agg_csv, top_csv = results_dir / "leaderboard_agg.csv", results_dir / "leaderboard_headline.csv"
@@ -95,7 +95,10 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
                         numbers=["max_release", "mean", "std", "n", "ci95_low", "ci95_high"],
                         flags=["weak_attacker", "derivable"])
         text = ["dataset", "config", "worst_attacker", "listed_apart", "baseline", "baseline_compared_over"]
-        top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text])
+        # A headline written before it stated its floor was made at the default one.
+        top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text + ["utility_floor"]])
+        top["utility_floor"] = (pd.to_numeric(top["utility_floor"], errors="coerce") if "utility_floor" in top
+                                else FLOOR)
         return agg, top
     runs = load_runs(results_dir) if runs is None else runs
     agg = aggregate(long_table(runs))
@@ -104,6 +107,8 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
 
 def _read_csv(path: Path, text: list[str], numbers: list[str], flags: tuple | list = ()) -> pd.DataFrame:
     """A leaderboard CSV with its columns typed, or one BenchError naming the file, the row and the cell."""
+    from bench.results import from_spreadsheet_safe
+
     regenerate = f"regenerate it: python -m bench leaderboard --results-dir {path.parent}"
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -113,6 +118,8 @@ def _read_csv(path: Path, text: list[str], numbers: list[str], flags: tuple | li
     missing = [c for c in [*text, *numbers, *flags] if c not in df.columns]
     if missing:
         raise BenchError(f"{path} lacks column(s) {', '.join(missing)} (written by another version?); {regenerate}")
+    for c in text:
+        df[c] = from_spreadsheet_safe(df[c])
     for c in numbers:
         values = pd.to_numeric(df[c].replace("", float("nan")), errors="coerce")
         bad = values.isna() & (df[c] != "")
@@ -190,7 +197,16 @@ def _render(results_dir: Path, runs: list[dict], agg: pd.DataFrame, top: pd.Data
         generator=GENERATOR, results_dir=str(results_dir), n_runs=len(runs), statuses=statuses,
         latest=max((str(r.get("timestamp", "")) for r in runs), default=""),
         summary=[_summary_row(s) for s in sections], sections=sections,
-        general_plots=by_dataset.get(None, []), verdicts=verdicts, provenance=_provenance_rows(runs))
+        general_plots=by_dataset.get(None, []), verdicts=verdicts, provenance=_provenance_rows(runs),
+        floor=_floor(top))
+
+
+def _floor(top: pd.DataFrame) -> str:
+    """The utility floor the shown headline was ranked at (one per headline; the default without one)."""
+    from bench.headline import FLOOR
+
+    floors = sorted(set(pd.to_numeric(top.get("utility_floor", pd.Series(dtype=float)), errors="coerce").dropna()))
+    return " / ".join(f"{f:g}" for f in floors) or f"{FLOOR:g}"
 
 
 def _anchor(name: str) -> str:

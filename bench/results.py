@@ -234,6 +234,9 @@ def validate_record(record, path: Path) -> dict:
     for k in ("knowledge", "reason"):
         if k in record and not isinstance(record[k], str):
             raise bad(f"{k} is {_show(record[k])}, not text")
+    for k in ("data_digest", "dataset_digest"):
+        if k in record and not (isinstance(record[k], str) and record[k]):
+            raise bad(f"{k} is {_show(record[k])}, not a digest")
     if "precision" in record and record["precision"] not in RESOLVED_PRECISIONS:
         raise bad(f"precision is {_show(record['precision'])}; valid: {', '.join(RESOLVED_PRECISIONS)}")
     expected = RunSpec.from_dict(spec).run_id
@@ -331,6 +334,27 @@ def check_one_record_per_seed(runs: list[dict], names: list[str] | None = None,
                              f"not tell apart): it would count that seed twice; {remedy}")
 
 
+def check_one_data_version(runs: list[dict], names: list[str] | None = None,
+                           remedy: str = "move the records of one version out of runs/") -> None:
+    """Raise a BenchError when `ok` records of one dataset (name and options) were computed on two versions
+    of its content (their `dataset_digest`s differ): a leaderboard cell, a headline ranking or a comparison
+    would put numbers of two datasets side by side, or average them. Records written before the digest
+    was recorded carry none and are not counted against any version."""
+    names = names or [f"runs/{r.get('run_id')}.json" for r in runs]
+    seen: dict[tuple, int] = {}
+    for i, r in enumerate(runs):
+        version = r.get("dataset_digest")
+        if r.get("status") != "ok" or version is None:
+            continue
+        spec = r["spec"]
+        key = (spec["dataset"], json.dumps(spec.get("dataset_params", {}), sort_keys=True))
+        j = seen.setdefault(key, i)
+        if runs[j]["dataset_digest"] != version:
+            raise BenchError(f"{names[j]} and {names[i]} were computed on two versions of dataset {spec['dataset']} "
+                             f"(dataset digest {runs[j]['dataset_digest'][:12]} and {version[:12]}): no table "
+                             f"mixes them; {remedy}")
+
+
 def check_planned(runs: list[dict], specs, results_dir: Path | None = None) -> None:
     """Refuse, before any work, planned runs that would become a second record of one seed.
 
@@ -362,8 +386,10 @@ def _spec_columns(s: dict) -> dict:
 
 
 def long_table(runs: list[dict]) -> pd.DataFrame:
-    """One row per `ok` run and metric; two runs that are one seed of one configuration are refused."""
+    """One row per `ok` run and metric; two runs that are one seed of one configuration, or runs on two
+    versions of one dataset, are refused."""
     check_one_record_per_seed(runs)
+    check_one_data_version(runs)
     rows = []
     for r in runs:
         if r["status"] != "ok":
@@ -456,8 +482,29 @@ def write_leaderboards(results_dir: Path, runs: list[dict] | None = None, floor:
     """Regenerate the leaderboard CSVs of `results_dir` from its records (see `leaderboards`)."""
     tables = leaderboards(results_dir, runs, floor)
     for kind, name in LEADERBOARD_FILES.items():
-        atomic_write_bytes(Path(results_dir) / name, tables[kind].to_csv(index=False, float_format="%.6g").encode())
+        csv = spreadsheet_safe(tables[kind]).to_csv(index=False, float_format="%.6g")
+        atomic_write_bytes(Path(results_dir) / name, csv.encode())
     return tables
+
+
+# A text cell starting with one of these is a formula to a spreadsheet (names come from users: task
+# columns, class names, plugin labels): it is written behind a `'`, which spreadsheets show as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every text cell that a spreadsheet would evaluate written behind a `'`."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
+            out[c] = out[c].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v)
+    return out
+
+
+def from_spreadsheet_safe(values: pd.Series) -> pd.Series:
+    """The text `spreadsheet_safe` guarded, as it was."""
+    return values.map(lambda v: v[1:] if isinstance(v, str) and v[:1] == "'" and v[1:].startswith(FORMULA_STARTS)
+                      else v)
 
 
 # Columns of a long leaderboard that hold text (compared as text when two leaderboards are merged).
@@ -501,6 +548,8 @@ def read_long(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError, OSError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise BenchError(f"{path} is not a readable CSV: {reason}") from None
+    for c in set(TEXT_COLUMNS) & set(df.columns):
+        df[c] = from_spreadsheet_safe(df[c])
     if "max_release" not in df.columns:  # written before release caps existed: none was capped
         df["max_release"] = 0
     if "derivable" not in df.columns:  # written before derivability was measured: nothing was flagged

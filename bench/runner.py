@@ -53,10 +53,11 @@ from bench import metrics as M
 from bench import progress as stage_lines
 from bench.artifacts import Artifacts
 from bench.errors import BenchError, NotApplicable, one_line
-from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, forget_loaded_data, released_splits, run_attack,
-                            save_samples)
+from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, dataset_digest, forget_loaded_data, released_splits,
+                            run_attack, save_samples)
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
-from bench.results import check_planned, config_label, load_runs, read_run, write_run
+from bench.results import (check_one_data_version, check_planned, config_label, load_runs, read_run, run_path,
+                           write_run)
 from bench.runspec import RunSpec
 from bench.storage import StorageError, atomic_write_bytes, digest_json
 from bench.training import resolve_device
@@ -194,6 +195,16 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
             todo.append(s)
             if record is not None and record["status"] in FINISHED:
                 stale.append((s, record.get("data_digest")))
+    # The dataset as it is now, beside the records that stay: one version per results dir and dataset.
+    versions = {s.run_id: dataset_digest(s, env.data_dir) for s in todo}
+    final = {r["run_id"]: r for r in runs}
+    final.update({s.run_id: {"run_id": s.run_id, "spec": s.to_dict(), "status": "ok",
+                             "dataset_digest": versions[s.run_id]} for s in todo})
+    labels = {r["run_id"]: str(run_path(env.results_dir, r["run_id"])) for r in runs}
+    labels.update({s.run_id: f"the planned run {s.label()}" for s in todo})
+    check_one_data_version(list(final.values()), [labels[i] for i in final],
+                           remedy="run the recorded ones again with these (they are redone on the data as it is "
+                                  "now), or use another --results-dir")
     if stale:
         spec, old = stale[0]
         print(f"note: {len(stale)} finished run(s) in {env.results_dir} were computed on other data than "
@@ -410,7 +421,8 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
     if _finished(read_run(env.results_dir, spec.run_id), digest):
         return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
-    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest, "device": str(device),
+    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest,
+              "dataset_digest": dataset_digest(spec, env.data_dir), "device": str(device),
               "precision": precision.active(device),
               "versions": versions(), "git_commit": git_commit(), "preset": spec.preset}
     start = time.perf_counter()

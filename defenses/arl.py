@@ -140,6 +140,24 @@ class ARL(Defense):
         self.lr = lr
         self.private = private
 
+    def check_params(self):
+        for param in ("width", "d_steps"):
+            if getattr(self, param) < 1:
+                raise self.param_error(param, "must be >= 1")
+        if not 1 <= self.depth <= STAGES:
+            raise self.param_error("depth", f"must be between 1 and {STAGES}")
+        for param in ("pretrain_epochs", "epochs"):
+            if getattr(self, param) < 0:
+                raise self.param_error(param, "must be >= 0")
+        if not (self.lam >= 0 and math.isfinite(self.lam)):
+            raise self.param_error("lam", "must be a finite number >= 0 (lam > 0 makes E fight the decoder)")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise self.param_error("lr", "must be a finite number > 0")
+        if self.rec not in RECS:
+            raise self.param_error("rec", f"valid choices: {', '.join(RECS)}")
+        if self.private not in PRIVATE:
+            raise self.param_error("private", f"valid choices: {', '.join(PRIVATE)}")
+
     def _build(self, spec):
         if self.private not in PRIVATE:
             raise ValueError(f"arl.private={self.private!r}; valid choices: {', '.join(PRIVATE)}")

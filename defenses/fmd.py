@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,18 @@ class FMD(Defense):
         self.lam = lam
         self.layer = layer
         self.label_source = label_source
+
+    def check_params(self):
+        if not 0 <= self.eps <= 1:
+            raise self.param_error("eps", "must be in [0, 1] (pixels are in [0, 1]; the paper's 16/255 is 0.0627)")
+        if not 0 < self.alpha <= 1:
+            raise self.param_error("alpha", "must be in (0, 1]")
+        if self.steps < 0:
+            raise self.param_error("steps", "must be >= 0")
+        if not (self.lam >= 0 and math.isfinite(self.lam)):
+            raise self.param_error("lam", "must be a finite number >= 0")
+        if self.label_source not in LABEL_SOURCES:
+            raise self.param_error("label_source", f"valid choices: {', '.join(LABEL_SOURCES)}")
 
     @property
     def needs_labels(self) -> bool:

@@ -89,6 +89,28 @@ class VFC(Defense):
         self.epochs = epochs
         self.lr = lr
 
+    def check_params(self):
+        for param in ("latent_dim", "width", "mask_every"):
+            if getattr(self, param) < 1:
+                raise self.param_error(param, "must be >= 1")
+        if self.epochs < 0:
+            raise self.param_error("epochs", "must be >= 0 (0: the preset's)")
+        if not 0 < self.keep <= 1:
+            raise self.param_error("keep", "must be in (0, 1]")
+        if not 0 <= self.tau <= 1:
+            raise self.param_error("tau", "must be in [0, 1] (0: keep the top `keep` fraction instead)")
+        for param in ("warmup", "momentum"):
+            if not 0 <= getattr(self, param) < 1:
+                raise self.param_error(param, "must be in [0, 1)")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise self.param_error("beta", "must be a finite number >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise self.param_error("lr", "must be a finite number > 0")
+        if self.score not in SCORES:
+            raise self.param_error("score", f"valid choices: {', '.join(SCORES)}")
+        if self.encoder not in ENCODERS:
+            raise self.param_error("encoder", f"valid choices: {', '.join(ENCODERS)}")
+
     def _build(self, spec):
         if self.score not in SCORES:
             raise ValueError(f"vfc.score={self.score!r}; valid choices: {', '.join(SCORES)}")

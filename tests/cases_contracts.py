@@ -1,4 +1,4 @@
-"""Shape and value contracts (issue 19, group 2): a plugin whose output has the wrong rows, a shape the
+"""Shape and value contracts: a plugin whose output has the wrong rows, a shape the
 next stage cannot take, non-finite values, or an image release outside [0, 1] makes a `failed` run
 with a clear reason; nothing is broadcast into a score. Also a test split of a single class."""
 import torch

@@ -1,4 +1,4 @@
-"""Issue 19, group 5: the environment (results dir, plugins that fail to load) and argument ranges.
+"""The environment (results dir, plugins that fail to load) and argument ranges.
 
 Faults that need a subprocess or a finished sweep (SIGTERM, a full disk, a cache file that passes
 its checksum but does not load, a real broken distribution) are in `test_env_signals.py`.

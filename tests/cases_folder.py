@@ -1,4 +1,4 @@
-"""Issue 19, datasets: hostile `folder` trees and dataset options out of range (see `hostile.py`).
+"""Datasets: hostile `folder` trees and dataset options out of range (see `hostile.py`).
 
 Every tree starts from `_tree`: 20 small PNGs in {data} with two classes, so a case differs
 from a good dataset only in the one thing it breaks. {outside} holds a valid image too,

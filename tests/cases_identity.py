@@ -1,4 +1,4 @@
-"""Data identity (issue 19, group 1): a finished record computed on other data (or on unknown data,
+"""Data identity: a finished record computed on other data (or on unknown data,
 from before digests were recorded) is not done; it runs again and the sweep says so in one line.
 Data that changes after a sweep was planned fails the runs that would have used it."""
 import json

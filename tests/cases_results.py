@@ -1,4 +1,4 @@
-"""Issue 19, group 3: result files and leaderboards (see `hostile.py` for what a Case is).
+"""Result files and leaderboards (see `hostile.py` for what a Case is).
 
 - Every malformed run record in {res}/runs is refused with one line naming the file, by
   `run` before any work (the runner loads every record first: nothing new appears in the

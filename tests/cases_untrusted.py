@@ -1,4 +1,4 @@
-"""Issue 19, untrusted files: CIFAR python batches that are not what they claim (see `hostile.py`).
+"""Untrusted files: CIFAR python batches that are not what they claim (see `hostile.py`).
 
 CIFAR-10/100's python format is a pickle, so a batch in a data directory can name any callable
 and have it called on `pickle.load`. Each case writes a complete, valid tiny dataset in the

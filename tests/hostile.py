@@ -1,6 +1,6 @@
 """The bad-input and fault table of `test_hostile.py`: what a `Case` is and how one is checked.
 
-Each group of issue 19 keeps its cases in its own `tests/cases_<group>.py` (a dict `CASES`,
+Each group of hostile inputs keeps its cases in its own `tests/cases_<group>.py` (a dict `CASES`,
 name -> Case); `test_hostile.py` runs every case of every such module through `check_case`.
 A case is one `python -m bench ...` command (run in this process) against a temporary tree:
 

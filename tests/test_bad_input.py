@@ -21,6 +21,12 @@ CASES = {
     "bad preset": (SMOKE + ["--preset", "huge"], ["huge", "smoke", "default", "full"]),
     "bad device": (SMOKE + ["--device", "tpu"], ["tpu", "auto", "cpu", "cuda"]),
     "bad precision": (SMOKE + ["--precision", "fp16"], ["fp16", "auto", "fp32", "bf16"]),
+    "vfc latent_dim 0": (SMOKE + ["--defense", "vfc", "--set", "vfc.latent_dim=0"], ["vfc.latent_dim=0", ">= 1"]),
+    "arl depth out of range": (SMOKE + ["--defense", "arl", "--set", "arl.depth=9"], ["arl.depth=9", "between 1"]),
+    "fmd eps above 1": (SMOKE + ["--defense", "fmd", "--set", "fmd.eps=16"], ["fmd.eps=16", "[0, 1]"]),
+    "transfer unknown arch": (SMOKE[:-1] + ["transfer", "--set", "transfer.archs=vgg"], ["transfer.archs", "cnn"]),
+    "BENCH_CACHE is a file": (SMOKE, ["BENCH_CACHE", "not a directory"]),
+    "dataset too small for the preset": (FOLDER, ["too small", "preset smoke", "empty"]),
     "reference that is no results dir": (SMOKE + ["--reference", "{tmp}"], ["--reference", "no runs/"]),
     "reference and no reference": (SMOKE + ["--reference", "{tmp}", "--no-reference"],
                                    ["--reference", "--no-reference"]),
@@ -54,6 +60,7 @@ CASES = {
     "labels.csv without rows": (FOLDER, ["labels.csv", "no rows"]),
     "labels.csv empty cell": (FOLDER, ["labels.csv row 3", "empty `label`"]),
     "labels.csv bad split": (FOLDER, ["labels.csv row 2", "'training'", "train, val, test"]),
+    "labels.csv one class spelt two ways": (FOLDER, ["labels.csv", "'01'", "'1'", "two ways"]),
     "labels.csv names a missing image": (FOLDER, ["labels.csv row 3", "b.png", "does not exist"]),
     "folder with no private task": (FOLDER[:-3] + ["attribute", "--data-dir", "{data}"],
                                     ["attribute", "--private-task", "label"]),
@@ -98,11 +105,17 @@ FILES = {
     "labels.csv without rows": _labels("file,label\n"),
     "labels.csv empty cell": _labels("file,label\na.png,cat\nb.png,\n"),
     "labels.csv bad split": _labels("file,label,split\na.png,cat,training\n"),
+    "labels.csv one class spelt two ways": _images("a.png", "b.png", "c.png",
+                                                   labels="file,label\na.png,1\nb.png,01\nc.png,2\n"),
     "labels.csv names a missing image": _images("a.png", labels="file,label\na.png,cat\nb.png,dog\n"),
     "folder with no private task": _images("a.png", "bb.png", labels="file,label\na.png,cat\nbb.png,dog\n"),
     "corrupt result file": _corrupt_result,
     "result file that is no run record": lambda tmp_path: _runs_file(tmp_path, "[1, 2]"),
     "compare a CSV that is no leaderboard": lambda tmp_path: (tmp_path / "a.csv").write_text("x,y\n1,2\n"),
+    "dataset too small for the preset": _images("a.png", "b.png", "c.png",
+                                                labels="file,label\na.png,cat\nb.png,dog\nc.png,cat\n"),
+    # BENCH_CACHE is tmp_path/cache (conftest's isolated_cache): a file there instead of a directory.
+    "BENCH_CACHE is a file": lambda tmp_path: (tmp_path / "cache").write_text("not a directory"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The four baseline defenses (issue 20, item 4): plain image transforms with one strength each.
+"""The four baseline defenses: plain image transforms with one strength each.
 Their plugin contract is checked with every other defense in tests/test_contract.py."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Attacker budget (issue 20, item 2): attackers that learn from released data use at most `budget`
+"""Attacker budget: attackers that learn from released data use at most `budget`
 labelled released images, the same ones for a defense and its identity twin, and record how many."""
 import json
 

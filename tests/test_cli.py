@@ -69,15 +69,16 @@ def test_defended_run_schedules_identity_and_sweeps(cli, tmp_path):
 
 def test_failing_plugin_is_recorded_and_others_go_on(cli, tmp_path):
     res = tmp_path / "results"
-    # An unknown score makes VFC's fit raise; the identity twin still runs.
-    out = cli(*SMOKE, "--defense", "vfc", "--attacker", "adaptive", "--set", "vfc.score=bogus",
+    # A layer the designated model does not have makes FMD's fit raise (only the fitted model can tell);
+    # the identity twin still runs.
+    out = cli(*SMOKE, "--defense", "fmd", "--attacker", "adaptive", "--set", "fmd.layer=bogus",
               "--results-dir", res, "--no-plots")
     assert out.returncode == 1
     assert "1 ok" in out.stdout and "1 failed" in out.stdout and "bogus" in out.stdout
     records = {json.loads(p.read_text())["spec"]["defense"]: json.loads(p.read_text())
                for p in (res / "runs").glob("*.json")}
     assert records["identity"]["status"] == "ok"
-    assert records["vfc"]["status"] == "failed" and "Traceback" in records["vfc"]["traceback"]
+    assert records["fmd"]["status"] == "failed" and "Traceback" in records["fmd"]["traceback"]
 
 
 def test_eval_split_val_never_touches_test(cli, tmp_path):
@@ -97,3 +98,17 @@ def test_list_shows_every_plugin_and_its_hyperparameters(cli):
             assert f"  {name}" in out.stdout
             for param in reg.hparams(name):
                 assert f"{param}=" in out.stdout
+
+
+def test_a_budget_or_release_cap_larger_than_the_data_is_said(main_inprocess, tmp_path):
+    out = main_inprocess("run", "--dataset", "synthetic", "--preset", "smoke", "--defense", "fmd", "--attacker",
+                         "adaptive", "--set", "adaptive.budget=100000", "--max-release", "100000", "--no-plots",
+                         "--results-dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "note: the release cap 100000 of fmd covers every released split of seed 0" in out.stderr
+    assert "note: adaptive.budget=100000 is more than the" in out.stderr and "learns from all" in out.stderr
+
+
+def test_the_help_hint_names_the_command_that_was_mistyped(main_inprocess):
+    assert "(see `python -m bench --help`)" in main_inprocess("explode").stderr
+    assert "(see `python -m bench run --help`)" in main_inprocess("run", "--seeds").stderr

@@ -1,4 +1,4 @@
-"""Issue 21, item 7: `bench compare` answers "did it help?".
+"""`bench compare` answers "did it help?".
 
 - Two configurations or defenses of one results directory (or leaderboard), cell by cell: per
   attacker both means, their 95 % CIs, n, the difference and whether the CIs are disjoint.
@@ -280,3 +280,25 @@ def test_the_table_api_keeps_its_columns():
     table = compare(long, long)
     assert {"metric", "mean_a", "n_a", "mean_b", "n_b", "diff", "significant"} <= set(table.columns)
     assert isinstance(table, pd.DataFrame) and len(table) and not table.significant.any()
+
+
+def test_text_a_spreadsheet_would_evaluate_is_written_as_text_and_read_back(tmp_path):
+    import pandas as pd
+
+    from bench.results import from_spreadsheet_safe, spreadsheet_safe
+
+    names = ["=HYPERLINK(\"x\")", "+1", "-cmd", "@SUM(A1)", "vfc", "a=b"]
+    df = pd.DataFrame({"task": names, "value": [-1.0, 2.0, -3.0, 4.0, 5.0, 6.0]})
+    safe = spreadsheet_safe(df)
+    assert list(safe.task) == ["'=HYPERLINK(\"x\")", "'+1", "'-cmd", "'@SUM(A1)", "vfc", "a=b"]
+    assert list(safe.value) == list(df.value)   # numbers stay numbers
+    assert list(from_spreadsheet_safe(safe.task)) == names
+
+
+def test_comparing_a_configuration_with_itself_says_so(main_inprocess):
+    from conftest import REPO
+
+    out = main_inprocess("compare", "--results-dir", REPO / "results" / "reference", "--dataset", "fashion-mnist",
+                         "--a", "vfc()", "--b", "vfc()")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("note: A and B are the same runs"), out.stdout

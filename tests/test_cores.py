@@ -95,7 +95,8 @@ def test_ended_commands_are_ignored_and_removed(registry, other_command):
     (registry / str(os.getppid())).write_text(json.dumps({"pid": os.getppid(), "started": "0", "jobs": 8,
                                                             "threads": None, "cpus": [0, 1]}))
     assert set(cores.live_commands()) == {live}
-    assert sorted(p.name for p in registry.iterdir()) == [str(live)]
+    # Well-formed entries of ended (or reused) pids go; a file the registry never wrote stays.
+    assert sorted(p.name for p in registry.iterdir()) == sorted([str(live), str(live + 1000000)])
     assert cores.share(1, os.getpid()) == 1
 
 
@@ -365,7 +366,40 @@ def test_a_mark_of_an_ended_job_does_not_count_and_is_removed(registry):
     (registry / f"{me}{cores.BUSY}{dead}").write_text("")
     (registry / f"{me}{cores.BUSY}garbage").write_text("")
     assert cores.live_commands()[me]["busy"] == 1
-    assert sorted(p.name for p in registry.iterdir()) == sorted([str(me), f"{me}{cores.BUSY}{me}"])
+    # The ended job's mark goes; `garbage` is no mark the registry writes: left alone.
+    assert sorted(p.name for p in registry.iterdir()) == sorted([str(me), f"{me}{cores.BUSY}{me}",
+                                                                 f"{me}{cores.BUSY}garbage"])
+
+
+@pytest.mark.parametrize("make", ["not json", "directory", "huge jobs", "other keys", "binary"])
+def test_what_the_registry_did_not_write_is_ignored_not_removed(registry, capsys, make):
+    me = os.getpid()
+    cores.register(me, 1)
+    foreign = registry / "4242"
+    mark = registry / f"{me}{cores.BUSY}4242"
+    if make == "directory":
+        foreign.mkdir()
+        mark.mkdir()
+    else:
+        content = {"not json": "oops", "huge jobs": '{"pid": 4242, "started": null, "jobs": 1e400, "threads": null, '
+                   '"cpus": [0]}', "other keys": '{"pid": 4242, "mine": true}', "binary": "\udcff"}[make]
+        foreign.write_bytes(content.encode("utf-8", "surrogateescape"))
+        mark.write_bytes(b"\xff\xfe" if make == "binary" else b"not a start time")
+    assert set(cores.live_commands()) == {me}
+    assert cores.share(1, me) == 2
+    assert foreign.exists() and mark.exists()
+    err = capsys.readouterr().err
+    assert f"ignoring {foreign}" in err and "Traceback" not in err
+
+
+def test_a_registry_that_cannot_be_used_says_so_once(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    monkeypatch.setenv("BENCH_CORES_DIR", str(blocker))
+    monkeypatch.setattr(cores, "_warned", set())
+    assert cores.registry_dir() is None and cores.registry_dir() is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(blocker) in err[0] and "BENCH_CORES_DIR" in err[0], err
 
 
 def test_the_static_policy_marks_nothing(registry, monkeypatch):

@@ -1,4 +1,4 @@
-"""Data identity (issue 19): artifacts and finished runs depend on the content of the data they were
+"""Data identity: artifacts and finished runs depend on the content of the data they were
 computed from, not only on its name; the committed reference records keep resuming as done."""
 import json
 import shutil
@@ -94,3 +94,55 @@ def test_committed_reference_results_resume_as_done(main_inprocess, tmp_path):
     assert "0 ok, 30 already done" in out.stdout, out.stdout
     assert "other data" not in out.stderr
     assert {p.name: p.read_bytes() for p in (res / "runs").glob("*.json")} == before
+
+
+def test_seeds_on_two_versions_of_a_dataset_never_share_a_cell(main_inprocess, tmp_path):
+    """Seed 0, then an edited labels.csv, then seed 1 into the same results dir: refused before any work,
+    naming both; rerunning seed 0 with it brings the whole cell onto the new data."""
+    data, res = tmp_path / "data", tmp_path / "results"
+    _folder(data)
+    args = ["run", "--dataset", "folder", "--data-dir", data, "--preset", "smoke", "--attacker", "adaptive",
+            "--no-plots", "--results-dir", res]
+    assert main_inprocess(*args, "--seeds", "0").returncode == 0
+    (seed0,) = (res / "runs").glob("*.json")
+    before = seed0.read_bytes()
+    lines = (data / "labels.csv").read_text().splitlines()
+    lines[5] = lines[5].replace("dark", "light")
+    (data / "labels.csv").write_text("\n".join(lines) + "\n")
+    mixed = main_inprocess(*args, "--seeds", "1")
+    assert mixed.returncode == 2, mixed.stdout + mixed.stderr
+    assert "two versions of dataset folder" in mixed.stderr and str(seed0) in mixed.stderr
+    assert "the planned run" in mixed.stderr and len(mixed.stderr.strip().splitlines()) == 1
+    assert [p.name for p in (res / "runs").glob("*.json")] == [seed0.name] and seed0.read_bytes() == before
+    both = main_inprocess(*args, "--seeds", "0-1")
+    assert both.returncode == 0, both.stdout + both.stderr
+    versions = {json.loads(p.read_text())["dataset_digest"] for p in (res / "runs").glob("*.json")}
+    assert len(versions) == 1
+
+
+def test_a_leaderboard_refuses_records_of_two_data_versions(main_inprocess, tmp_path):
+    data, res = tmp_path / "data", tmp_path / "results"
+    _folder(data)
+    args = ["run", "--dataset", "folder", "--data-dir", data, "--preset", "smoke", "--attacker", "adaptive",
+            "--no-plots", "--results-dir", res, "--seeds", "0-1"]
+    assert main_inprocess(*args).returncode == 0
+    a, b = sorted((res / "runs").glob("*.json"))
+    record = json.loads(b.read_text())
+    record["dataset_digest"] = "f" * 64   # as if copied in from a run on other data
+    b.write_text(json.dumps(record))
+    out = main_inprocess("leaderboard", "--results-dir", res)
+    assert out.returncode == 2 and "two versions of dataset folder" in out.stderr and b.name in out.stderr
+
+
+def test_names_a_spreadsheet_would_evaluate_are_written_as_text(main_inprocess, tmp_path):
+    data, res = tmp_path / "data", tmp_path / "results"
+    _folder(data)
+    text = (data / "labels.csv").read_text().replace("file,label", "file,=cmd()").replace("dark", "-dark")
+    (data / "labels.csv").write_text(text)
+    out = main_inprocess("run", "--dataset", "folder", "--data-dir", data, "--preset", "smoke", "--attacker",
+                         "adaptive", "--no-plots", "--results-dir", res)
+    assert out.returncode == 0, out.stdout + out.stderr
+    long = (res / "leaderboard.csv").read_text()
+    assert ",'=cmd()," in long and ",=cmd()," not in long
+    from bench.results import read_long
+    assert set(read_long(res / "leaderboard.csv").target_task) == {"=cmd()"}   # read back as it was

@@ -1,4 +1,4 @@
-"""Derivable private tasks (issue 20, item 1): measured on the owner's labels, recorded with every run
+"""Derivable private tasks: measured on the owner's labels, recorded with every run
 of a private task, and kept out of the worst case."""
 import json
 from pathlib import Path

@@ -53,13 +53,22 @@ def test_every_local_link_exists(page):
         assert (page.parent / target.split("#")[0]).exists(), f"{page.name} links to missing {target}"
 
 
-def test_benchmark_table_has_one_row_per_saved_output_with_its_ratio_lines(tmp_path):
+def test_benchmark_table_has_one_row_per_saved_output_with_its_headline_figure(tmp_path):
     (tmp_path / "a.txt").write_text("# python -m bench.benchmarks.a --x 1   (commit abc, idle)\n"
-                                    "machine: 2 cores\nfirst   speed-up:  1.50 x\nnot a figure\nsecond ratio 2.0x\n")
+                                    "machine: 2 cores\nfirst ratio 2.0x\nnot a figure\nspeed-up:  1.50 x (a vs b)\n")
     (tmp_path / "b.txt").write_text("# python -m bench.benchmarks.b   (commit def)\nno figures here\n")
+    (tmp_path / "c.txt").write_text("# python -m bench.benchmarks.c   (commit 123)\n"
+                                    "grid ratio: 2.33 of the goal " + "x" * 90 + " (measured 46 min) (more)\n")
     table = generated_docs._benchmark_table(tmp_path)
     rows = [line for line in table.splitlines()[2:]]
-    assert len(rows) == 1, table
-    assert "`python -m bench.benchmarks.a --x 1`" in rows[0] and "commit abc, idle" in rows[0]
-    assert "first speed-up: 1.50 x; second ratio 2.0x" in rows[0]
+    assert len(rows) == 2, table
+    assert "[`a`](docs/benchmarks/a.txt)" in rows[0] and "commit abc, idle" in rows[0]
+    assert "speed-up: 1.50 x (a vs b)" in rows[0] and "first ratio" not in rows[0]
+    assert "grid ratio: 2.33" in rows[1] and "(measured" not in rows[1]
     assert "not a figure" not in table and "bench.benchmarks.b" not in table
+
+
+def test_every_table_row_of_the_readme_is_short():
+    for i, line in enumerate((REPO / "README.md").read_text().splitlines(), 1):
+        if line.startswith("|"):
+            assert len(line) <= 250, f"README.md:{i} is a table row of {len(line)} characters"

@@ -145,7 +145,7 @@ def test_an_earlier_layer_can_be_named(world):
 
 
 def reference_release(defense, x, y):
-    """FMD's release loop before issue 22 (two copies of the feature map a step, BatchNorm unfolded):
+    """FMD's release loop before its steps were fused (two copies of the feature map a step, BatchNorm unfolded):
     the reference the faster `_release` must reproduce. One copy of it, the benchmark's baseline."""
     from bench.benchmarks.fmd_release import BaselineFMD
 

@@ -1,4 +1,4 @@
-"""Issue 21, item 8: a `folder` dataset says which tasks and image size it took by default, and how to change them.
+"""A `folder` dataset says which tasks and image size it took by default, and how to change them.
 
 Its defaults are guesses (the first task column is the designated task, the second the private
 one, images at 32 px): a UTKFace-style `age` column would become a 104-class task unnoticed.

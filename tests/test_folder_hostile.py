@@ -1,4 +1,4 @@
-"""Issue 19, datasets: what the `folder` cases of `test_hostile.py` cannot see from the CLI.
+"""Datasets: what the `folder` cases of `test_hostile.py` cannot see from the CLI.
 
 The decode cache key follows content (not names, sizes and times), nothing outside the data
 directory is opened, options fail before any work, and decoding keeps 16-bit and palette values.

@@ -1,4 +1,4 @@
-"""The headline ranking (issue 20, item 5): within the utility floor and against the full attacker set,
+"""The headline ranking: within the utility floor and against the full attacker set,
 ranked by worst case, with the utility-matched baseline beside each configuration."""
 import math
 

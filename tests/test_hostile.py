@@ -1,4 +1,4 @@
-"""Issue 19's table of bad inputs and faults, one case each, gathered from `tests/cases_*.py`.
+"""The table of bad inputs and faults, one case each, gathered from `tests/cases_*.py`.
 
 Each case asserts its message, exit code 2 or a `failed` record (or correct handling), that no
 file outside the results dir was written, and that no finished record changed (`hostile.py`).

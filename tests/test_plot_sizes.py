@@ -1,4 +1,4 @@
-"""Plots a person can read (issue 21, item 3): every figure is at most MAX_SIDE_PX pixels on its long
+"""Plots a person can read: every figure is at most MAX_SIDE_PX pixels on its long
 side, for the committed results and for results with many more configurations and attackers."""
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Issue 21, item 6: a sweep whose output goes to a file (CI, nohup, a cluster job) says at once that
+"""A sweep whose output goes to a file (CI, nohup, a cluster job) says at once that
 it began, prints its stages as plain rate-limited lines, and ends each run's line with its wall time,
 the sweep's count and an ETA."""
 import io

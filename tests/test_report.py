@@ -1,9 +1,10 @@
-"""`python -m bench report` (issue 21, items 1 and 2): the static site, the claims table and its rule language.
+"""`python -m bench report`: the static site, the claims table and its rule language.
 
 The browser test renders the committed results and loads the page in headless Chromium; it is
 skipped where Chromium is not installed (CI installs it: .ci/run).
 """
 import json
+import re
 import shlex
 import shutil
 import struct
@@ -115,6 +116,25 @@ def test_verdicts_follow_the_rule_and_missing_cells_are_not_measured(tmp_path):
     assert "no __import__ in this cell" in v[3].measured  # a name only ever indexes the cell's numbers
     assert "no tuning results" in v[4].measured
     assert "compare_to: no otherdef on d" in v[5].measured
+
+
+@pytest.mark.parametrize("rule, needle", [("> value * 1e300 * 1e300", "inf"),
+                                         (">= value * 1e300 * 1e300 - value * 1e300 * 1e300", "nan")])
+def test_a_rule_that_is_not_a_finite_comparison_is_refused_not_judged(tmp_path, rule, needle):
+    agg = _agg([("mydef", "adaptive", "t", "utility_acc", 0.90, 3)])
+    claims = _claims(tmp_path, f"P,overflows,,s,,d,mydef,,,utility_acc,,,{rule},yes,no")
+    with pytest.raises(BenchError, match=rf"claim on line 2 .*{re.escape(rule)}.* {needle}"):
+        judge(claims, {"main": agg, "tuning": None})
+    with pytest.raises(BenchError, match="1e400 is not finite"):
+        parse_rule(">= 1e400")
+
+
+def test_an_unterminated_quote_in_the_claims_file_is_named(tmp_path):
+    path = tmp_path / "claims.csv"
+    path.write_text(HEADER + 'P,"a ""quoted"" claim",1 %,s,,d,vfc,,,utility_acc,,,>= 0.9,yes,no\n'
+                             'P,"never closed,1 %,s,,d,vfc,,,utility_acc,,,>= 0.9,yes,no\n')
+    with pytest.raises(BenchError, match=r"claims\.csv line 3: .*unterminated quote"):
+        load_claims(path)
 
 
 def test_every_committed_claim_is_measured_in_the_reference_results():
@@ -318,3 +338,11 @@ def test_the_committed_results_render_in_a_browser(tmp_path):
     linked = {unquote(t) for t in page.targets if t.startswith(("plots/", "runs/"))}
     assert linked == {f"{d}/{p.name}" for d in ("plots", "runs") for p in (site / d).iterdir()}
     assert len(list((site / "runs").iterdir())) >= 300
+
+
+def test_the_report_states_the_utility_floor_of_the_headline_it_shows(tmp_path, main_inprocess):
+    res = _results_with_hostile_names(tmp_path)
+    out = main_inprocess("leaderboard", "--results-dir", res, "--utility-floor", "0.9")
+    assert out.returncode == 0, out.stderr
+    html = build_report(res, tmp_path / "site", CLAIMS).read_text()
+    assert "utility is at least 0.9 × their designated" in html and "at least 0.95 ×" not in html

@@ -1,4 +1,4 @@
-"""Issue 19, untrusted files: CIFAR's python batches are pickles, and none is ever given to `pickle.load`.
+"""Untrusted files: CIFAR's python batches are pickles, and none is ever given to `pickle.load`.
 
 The payloads of `cases_untrusted.py` are live (proved here in a separate interpreter with the
 loaders' old `pickle.load(f, encoding="bytes")`); through the loaders and the CLI each one is

@@ -88,6 +88,10 @@ def read_labels(path: Path) -> tuple[list[str], dict[str, list[str]], list[str] 
         table.append(row)
     for t in tasks:
         values = {r[t] for r in table}
+        same = _one_number_two_spellings(values)
+        if same:
+            raise BenchError(f"{path}: task column `{t}` has {same[0]!r} and {same[1]!r}, one number written two "
+                             "ways (integer labels are classes by value); write each class one way")
         if len(values) < 2:
             raise BenchError(f"{path}: task column `{t}` has only one class ({next(iter(values))!r}); "
                              f"a one-class task cannot be scored")
@@ -116,6 +120,17 @@ def resolve_inside(root: Path, name: str, where: str) -> Path:
     if not is_file:
         raise BenchError(f"{where} names {name}, which is not a regular file")
     return path
+
+
+def _one_number_two_spellings(values: set[str]) -> tuple[str, str] | None:
+    """Two labels that are the same integer spelt differently (`1` and `01`), when every label is an integer."""
+    try:
+        by_value = {}
+        for v in sorted(values):
+            by_value.setdefault(int(v), []).append(v)
+    except ValueError:
+        return None   # string labels: classes by name, `1` and `01` are two names
+    return next((tuple(vs[:2]) for vs in by_value.values() if len(vs) > 1), None)
 
 
 def encode(values: list[str]) -> tuple[torch.Tensor, list[str]]:
