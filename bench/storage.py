@@ -155,7 +155,11 @@ def load_tensors(path: Path, key: str) -> Any | None:
         warnings.warn(f"cache file {path} matches its checksum but cannot be loaded ({reason}); rebuilding it",
                       RuntimeWarning, stacklevel=2)
         return None
-    if not isinstance(obj, dict) or obj.get(KEY_FIELD) != key:
+    if not isinstance(obj, dict) or KEY_FIELD not in obj:
+        warnings.warn(f"cache file {path} names no key (an older harness wrote it); rebuilding it",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    if obj[KEY_FIELD] != key:
         warnings.warn(f"cache file {path} was computed for another key than the one it is stored under; "
                       "rebuilding it", RuntimeWarning, stacklevel=2)
         return None
