@@ -234,8 +234,8 @@ def validate_record(record, path: Path) -> dict:
     for k in ("knowledge", "reason"):
         if k in record and not isinstance(record[k], str):
             raise bad(f"{k} is {_show(record[k])}, not text")
-    for k in ("data_digest", "dataset_digest"):
-        if k in record and not (isinstance(record[k], str) and record[k]):
+    for k in ("data_digest", "dataset_digest"):   # null: not known (a record of a run that never reached its data)
+        if record.get(k) is not None and not (isinstance(record[k], str) and record[k]):
             raise bad(f"{k} is {_show(record[k])}, not a digest")
     if "precision" in record and record["precision"] not in RESOLVED_PRECISIONS:
         raise bad(f"precision is {_show(record['precision'])}; valid: {', '.join(RESOLVED_PRECISIONS)}")

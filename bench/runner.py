@@ -422,7 +422,7 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
         return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
     record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest,
-              "dataset_digest": dataset_digest(spec, env.data_dir), "device": str(device),
+              "dataset_digest": None, "device": str(device),
               "precision": precision.active(device),
               "versions": versions(), "git_commit": git_commit(), "preset": spec.preset}
     start = time.perf_counter()
@@ -430,6 +430,7 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
     try:
         if prep_error is not None:
             raise PreparationFailed(*prep_error)
+        record["dataset_digest"] = dataset_digest(spec, env.data_dir)
         ident = None
         if spec.defense != "identity":
             # Checked before the attack: without its calibration twin a defended run has no leakage.

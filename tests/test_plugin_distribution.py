@@ -4,22 +4,8 @@ import json
 import os
 import textwrap
 
-PLUGIN = '''
-import torch.nn.functional as F
-from bench.protocol import Defense
-
-
-class Blur(Defense):
-    name = "boxblur"
-    description = "average-pool blur of the image"
-    releases = "image"
-
-    def __init__(self, kernel: int = 3):
-        self.kernel = kernel
-
-    def _release(self, xb):
-        return F.avg_pool2d(xb, self.kernel, stride=1, padding=self.kernel // 2, count_include_pad=False)
-'''
+# The benchmark's stand-in for a user's defense: a box blur (class BoxBlur, registry name boxblur).
+from bench.benchmarks.new_defense import PLUGIN
 
 
 def _distribution(root, name, entry_points):
@@ -33,7 +19,7 @@ def _distribution(root, name, entry_points):
 
 def test_third_party_defense_is_listed_and_runs(cli, tmp_path):
     site = tmp_path / "site"
-    env = _distribution(site, "mydefense", "[bench.defenses]\nboxblur = mydefense:Blur\n")
+    env = _distribution(site, "mydefense", "[bench.defenses]\nboxblur = mydefense:BoxBlur\n")
     (site / "mydefense.py").write_text(PLUGIN)
     listed = cli("list", env_extra=env)
     assert listed.returncode == 0, listed.stderr

@@ -35,6 +35,7 @@ def test_a_bad_precision_names_the_choices(monkeypatch):
     with pytest.raises(BenchError, match="'fp16'.*auto, fp32, bf16"):
         precision.resolve("fp16", CPU)
     monkeypatch.setenv(precision.ENV_VAR, "half")
+    monkeypatch.setattr(precision, "_requested", None)   # no run in this process requested one
     with pytest.raises(BenchError, match="BENCH_PRECISION='half'"):
         precision.requested()
 
