@@ -184,13 +184,13 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     digests = {s.run_id: data_digest(s, env.data_dir) for s in identity + others}
     recorded = {r["run_id"]: r for r in runs}
     summary = Summary()
-    todo, stale = [], []
+    todo, stale, taken = [], [], []
     for s in identity + others:
         record = recorded.get(s.run_id)
         if _finished(record, digests[s.run_id]):
             summary.add("skipped", s.label(), None)
-        elif s.defense == "identity" and take_reference(s, env, digests[s.run_id]):
-            summary.add("taken", s.label(), None)
+        elif s.defense == "identity" and (found := reference_record(s, env, digests[s.run_id])) is not None:
+            taken.append(found)
         else:
             todo.append(s)
             if record is not None and record["status"] in FINISHED:
@@ -198,13 +198,18 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     # The dataset as it is now, beside the records that stay: one version per results dir and dataset.
     versions = {s.run_id: dataset_digest(s, env.data_dir) for s in todo}
     final = {r["run_id"]: r for r in runs}
+    final.update({r["run_id"]: r for r in taken})
     final.update({s.run_id: {"run_id": s.run_id, "spec": s.to_dict(), "status": "ok",
                              "dataset_digest": versions[s.run_id]} for s in todo})
     labels = {r["run_id"]: str(run_path(env.results_dir, r["run_id"])) for r in runs}
+    labels.update({r["run_id"]: f"{r['taken_from']['results_dir']}/runs/{r['run_id']}.json" for r in taken})
     labels.update({s.run_id: f"the planned run {s.label()}" for s in todo})
     check_one_data_version(list(final.values()), [labels[i] for i in final],
                            remedy="run the recorded ones again with these (they are redone on the data as it is "
                                   "now), or use another --results-dir")
+    for record in taken:   # only now: a refused command leaves the results dir as it was
+        take_reference(record, env)
+        summary.add("taken", RunSpec.from_dict(record["spec"]).label(), None)
     if stale:
         spec, old = stale[0]
         print(f"note: {len(stale)} finished run(s) in {env.results_dir} were computed on other data than "
@@ -238,27 +243,31 @@ def default_reference() -> Path | None:
     return path if (path / "runs").is_dir() else None
 
 
-def take_reference(spec: RunSpec, env: Env, digest: str) -> bool:
-    """Copy `spec`'s finished record from the reference results dir into this one, if there is one.
+def reference_record(spec: RunSpec, env: Env, digest: str) -> dict | None:
+    """`spec`'s finished record in the reference results dir, computed on this data, marked `taken_from`;
+    None when there is none.
 
     An identity run is the attacker on raw images: its numbers depend on the spec (data, seed,
     budget, attacker settings, preset) and the data, never on the defense it calibrates, so one
-    computed for the reference results is as good as a new one. The copy says where it came from
-    (`taken_from`); the inversion samples come with it. Precision is a property of a run, not part of
-    its identity (docs/design.md), so a record taken at one precision calibrates runs at another.
+    computed for the reference results is as good as a new one. Precision is a property of a run,
+    not part of its identity (docs/design.md), so a record taken at one precision calibrates runs
+    at another.
     """
     reference = env.reference
     if reference is None or Path(reference).resolve() == env.results_dir:
-        return False
+        return None
     record = read_run(Path(reference), spec.run_id)
     if not _finished(record, digest):
-        return False
-    record = {**record, "taken_from": {"results_dir": str(Path(reference).resolve()), "run_id": spec.run_id}}
-    samples = Path(reference) / "samples" / f"{spec.run_id}.npz"
+        return None
+    return {**record, "taken_from": {"results_dir": str(Path(reference).resolve()), "run_id": spec.run_id}}
+
+
+def take_reference(record: dict, env: Env) -> None:
+    """Write a `reference_record` into this results dir, with its inversion samples."""
+    samples = Path(record["taken_from"]["results_dir"]) / "samples" / f"{record['run_id']}.npz"
     if samples.is_file():
         atomic_write_bytes(env.results_dir / "samples" / samples.name, samples.read_bytes())
     write_run(env.results_dir, record)
-    return True
 
 
 def _parallel(env: Env, tasks: list, ordered: bool = True):
