@@ -28,8 +28,9 @@ Speed (bench/benchmarks/fmd_release.py): the steps run through a private copy of
 whose eval-mode BatchNorms are folded into the convolutions before them (the same
 function, one op fewer forward and backward; only float rounding differs), and each
 step's hook reduces the feature map to its per-image distortion at once instead of
-copying it. The labels and the clean features still come from f itself. On CUDA the
-copy and the batch are channels_last (and `predict` runs them under bf16 autocast).
+copying it. The labels and the clean features still come from f itself. The copy and the
+batch are channels_last on CPU and CUDA, and `predict` runs the steps at the run's precision
+(bench.precision: bf16 autocast where the hardware has it).
 """
 from __future__ import annotations
 
