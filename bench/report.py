@@ -531,7 +531,8 @@ def _check_site_dir(out_dir: Path) -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise BenchError(f"--out {out_dir} is not empty and holds no site a report wrote ({MANIFEST} missing or "
                          "unreadable); the report writes only into an empty directory or its own site: give "
-                         "another --out") from None
+                         "another --out (a site written by an older version has no manifest: delete it and report "
+                         "again)") from None
     return files
 
 
