@@ -68,6 +68,10 @@ class AttackContext:
         return tuple(self.released_shape) == tuple(self.image_shape)
 
 
+class ParamError(BenchError, ValueError):
+    """A hyperparameter out of range: bad input at the command line, a ValueError to code that calls a plugin."""
+
+
 class Plugin:
     name: ClassVar[str]
     description: ClassVar[str]
@@ -82,8 +86,8 @@ class Plugin:
         """Raise `param_error` for a hyperparameter out of range; called by the registry when the plugin
         is created, so a bad `--set` fails before any work. The default accepts everything."""
 
-    def param_error(self, param: str, requirement: str) -> BenchError:
-        return BenchError(f"--set {self.name}.{param}={getattr(self, param)!r}: {requirement}")
+    def param_error(self, param: str, requirement: str) -> "ParamError":
+        return ParamError(f"--set {self.name}.{param}={getattr(self, param)!r}: {requirement}")
 
     def get_params(self) -> dict:
         sig = inspect.signature(type(self).__init__)
@@ -186,6 +190,7 @@ class Defense(Plugin):
         return self.target_(rb)
 
     def _attach(self, target: nn.Module, device: torch.device, spec: DataSpec) -> None:
+        self.check_params()   # a defense made directly (not through the registry) is checked before a fit too
         self.device_ = device
         self.spec_ = spec
         # The designated model is frozen: no defense may change its weights.

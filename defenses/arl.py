@@ -159,18 +159,6 @@ class ARL(Defense):
             raise self.param_error("private", f"valid choices: {', '.join(PRIVATE)}")
 
     def _build(self, spec):
-        if self.private not in PRIVATE:
-            raise ValueError(f"arl.private={self.private!r}; valid choices: {', '.join(PRIVATE)}")
-        if self.rec not in RECS:
-            raise ValueError(f"arl.rec={self.rec!r}; valid choices: {', '.join(RECS)}")
-        if not 1 <= self.depth <= STAGES:
-            raise ValueError(f"arl.depth={self.depth}: must be between 1 and {STAGES}")
-        if self.lam < 0:
-            raise ValueError(f"arl.lam={self.lam}: must be >= 0 (lam > 0 makes E fight the decoder)")
-        if self.d_steps < 1:
-            raise ValueError(f"arl.d_steps={self.d_steps}: must be >= 1")
-        if self.pretrain_epochs < 0 or self.epochs < 0:
-            raise ValueError("arl.pretrain_epochs and arl.epochs must be >= 0")
         if self.rec == "perceptual" and not any(isinstance(m, nn.Linear) for m in self.target_.modules()):
             raise ValueError("arl.rec='perceptual' reads the target's penultimate features (the input of its "
                              "last linear layer), but this target has no nn.Linear")

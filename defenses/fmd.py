@@ -88,11 +88,6 @@ class FMD(Defense):
         return self.label_source == "gt"
 
     def _build(self, spec):
-        if self.label_source not in LABEL_SOURCES:
-            raise ValueError(f"fmd.label_source={self.label_source!r}; valid choices: {', '.join(LABEL_SOURCES)}")
-        if self.eps < 0 or self.alpha <= 0 or self.steps < 0:
-            raise ValueError(f"fmd: need eps >= 0, alpha > 0 and steps >= 0 (got eps={self.eps}, "
-                             f"alpha={self.alpha}, steps={self.steps})")
         # A name, not the module: a module attribute ending in `_` would be saved as learned state.
         self.layer_ = self.layer or default_feature_layer(self.target_)
         valid = module_names(self.target_)

@@ -99,9 +99,11 @@ class VFC(Defense):
             raise self.param_error("keep", "must be in (0, 1]")
         if not 0 <= self.tau <= 1:
             raise self.param_error("tau", "must be in [0, 1] (0: keep the top `keep` fraction instead)")
-        for param in ("warmup", "momentum"):
-            if not 0 <= getattr(self, param) < 1:
-                raise self.param_error(param, "must be in [0, 1)")
+        if not 0 <= self.warmup < 1:
+            raise self.param_error("warmup", "must be in [0, 1) (from 1 on, training ends in its warm-up and no "
+                                             "mask is ever applied)")
+        if not 0 <= self.momentum < 1:
+            raise self.param_error("momentum", "must be in [0, 1)")
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise self.param_error("beta", "must be a finite number >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -112,12 +114,6 @@ class VFC(Defense):
             raise self.param_error("encoder", f"valid choices: {', '.join(ENCODERS)}")
 
     def _build(self, spec):
-        if self.score not in SCORES:
-            raise ValueError(f"vfc.score={self.score!r}; valid choices: {', '.join(SCORES)}")
-        if not 0 < self.keep <= 1:
-            raise ValueError(f"vfc.keep={self.keep}: must be in (0, 1]")
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"vfc.encoder={self.encoder!r}; valid choices: {', '.join(ENCODERS)}")
         self.net_ = VFCNet(spec.image_shape, self.latent_dim, self.width, self.encoder).to(self.device_)
 
     def _fit(self, data, *, seed):
