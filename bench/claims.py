@@ -38,6 +38,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.params import config_label, setting_label
+from bench.registry import ATTACKERS
+from bench.results.keys import CONFIG, GROUP
 
 REQUIRED = ("paper", "claim", "paper_value", "setting", "dataset", "config", "metric", "rule",
             "verdict_if_true", "verdict_if_false")
@@ -292,8 +295,6 @@ class Verdict:
 
 def labelled(agg: pd.DataFrame) -> pd.DataFrame:
     """`agg` with the labels a reader (and the claims file) knows configurations and attackers by."""
-    from bench.registry import ATTACKERS
-    from bench.results import config_label, setting_label
 
     # Labelled once per distinct configuration, not per row: a label asks the plugin registry, which is slow.
     configs = {k: config_label(k[0], k[1]) + setting_label(k[2], k[3]) for k in
@@ -354,8 +355,6 @@ def _unmeasured(c: Claim, why: str, measured: str = "") -> Verdict:
 def _cell(agg: pd.DataFrame, dataset: str, config: str, attacker: str, attack_task: str,
           metric: str) -> tuple[dict | None, str]:
     """{metric: aggregate row} of the one cell the claim names, or (None, why not)."""
-    from bench.results import CONFIG, GROUP
-
     rows = agg[(agg.dataset == dataset) & (agg.config == config)]
     if rows.empty:
         return None, f"no {config} on {dataset}"

@@ -18,6 +18,12 @@ import sys
 from pathlib import Path
 
 from bench import views
+from bench.benchmarks.grid_cost import cost_table
+from bench.claims import judge, labelled, load_claims
+from bench.precision_agreement import agreement, markdown, summary
+from bench.results.leaderboards import leaderboards
+from bench.results.records import load_runs
+from bench.results.tables import aggregate, long_table
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "results" / "reference"
@@ -30,8 +36,6 @@ README_HEADLINE = ["dataset", "rank", "config", "utility_ratio", "worst_leakage"
 
 def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
     """Every generated table by name, as Markdown."""
-    from bench.benchmarks.grid_cost import cost_table
-    from bench.results import leaderboards
 
     tables = leaderboards(results_dir)
     return {
@@ -47,8 +51,6 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
 
 
 def _agreement_table(fp32: Path, bf16: Path) -> str:
-    from bench.precision_agreement import agreement, markdown, summary
-
     if not (bf16 / "runs").is_dir():
         return "(no bf16 runs committed)"
     table = agreement(fp32, bf16)
@@ -58,9 +60,6 @@ def _agreement_table(fp32: Path, bf16: Path) -> str:
 def _claims_table(results_dir: Path, agg) -> str:
     """Each seed paper's claims (results/claims.csv) beside the cell that measures it, judged by its rule."""
     import pandas as pd
-
-    from bench.claims import judge, labelled, load_claims
-    from bench.results import aggregate, load_runs, long_table
 
     tuning = Path(results_dir) / "tuning"
     tables = {"main": labelled(agg),

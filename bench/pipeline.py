@@ -24,7 +24,7 @@ from bench.models import build_classifier
 from bench.presets import Preset, get_preset
 from bench.protocol import AttackContext, DataSpec, Defense, FitData
 from bench.registry import ATTACKERS, DATASETS, DEFENSES
-from bench.results import recorded_params
+from bench.params import recorded_params
 from bench.runspec import SCHEMA, RunSpec
 from bench.storage import atomic_write_bytes
 from bench.training import TrainConfig, as_float, fit_classifier, predict

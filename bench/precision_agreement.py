@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import GROUP, aggregate, config_label, load_runs, long_table
+from bench.params import config_label
+from bench.registry import ATTACKERS
+from bench.results.keys import GROUP
+from bench.results.records import load_runs
+from bench.results.tables import aggregate, long_table
 
 METRICS = ("clean_acc", "utility_acc", "attack_acc", "psnr", "ssim")
 DESIGNATED = ("clean_acc", "utility_acc")
@@ -55,7 +59,6 @@ def agreement(baseline_dir: Path, candidate_dir: Path) -> pd.DataFrame:
 
 
 def _attackers():
-    from bench.registry import ATTACKERS
     return ATTACKERS
 
 

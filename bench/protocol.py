@@ -77,7 +77,7 @@ class Plugin:
     description: ClassVar[str]
     batch_size: ClassVar[int] = 512
     # Hyperparameters added after results were recorded, with the value those older records had
-    # implicitly (not necessarily today's default): `bench.results.recorded_params` fills them in.
+    # implicitly (not necessarily today's default): `bench.params.recorded_params` fills them in.
     legacy_defaults: ClassVar[dict] = {}
     # How a hyperparameter reads in tables and plots: {"eps": 255} shows 0.0627... as `16/255`.
     param_scales: ClassVar[dict] = {}

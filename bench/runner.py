@@ -32,41 +32,49 @@ from __future__ import annotations
 import json
 import platform
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import torch
-from joblib import Parallel, delayed
-from joblib.parallel import BACKENDS, get_active_backend
+from joblib import delayed
 
 from bench import cores, precision
 from bench import metrics as M
 from bench import progress as stage_lines
 from bench.artifacts import Artifacts
-from bench.errors import BenchError, NotApplicable, one_line
-from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, dataset_digest, forget_loaded_data, released_splits,
-                            run_attack, save_samples)
+from bench.errors import NotApplicable, one_line
+from bench.jobs import TimedOut, check_timeout_supported, run_parallel, time_limit
+from bench.params import config_label
+from bench.pipeline import (
+    RELEASED_SPLITS,
+    Stage,
+    data_digest,
+    dataset_digest,
+    forget_loaded_data,
+    released_splits,
+    run_attack,
+    save_samples,
+)
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
-from bench.results import (check_one_data_version, check_planned, config_label, load_runs, read_run, run_path,
-                           write_run)
+from bench.results.records import (
+    check_one_data_version,
+    check_planned,
+    load_runs,
+    read_run,
+    run_path,
+    write_run,
+)
 from bench.runspec import RunSpec
 from bench.storage import StorageError, atomic_write_bytes, digest_json
 from bench.training import resolve_device
 
 FINISHED = ("ok", "not_applicable")
-# joblib backends that run each job in the main thread of a process on this machine (SIGALRM reaches them),
-# and those that run jobs on this machine at all.
-MAIN_THREAD_BACKENDS = ("loky", "multiprocessing")
-LOCAL_BACKENDS = ("loky", "multiprocessing", "threading", "sequential")
 
 
 @dataclass(frozen=True)
@@ -224,12 +232,12 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
         splits.setdefault(key, set()).update(released_splits(s.attacker))
     prepared = [delayed(_prepare)(s, env, tuple(x for x in RELEASED_SPLITS if x in splits[k]), digests[s.run_id])
                 for k, s in stages.items()]
-    errors = dict(zip(stages, list(_parallel(env, prepared))))
+    errors = dict(zip(stages, list(run_parallel(env.jobs, prepared))))
     clock = SweepClock(total=len(todo), jobs=env.jobs)
     for group in ([s for s in todo if s.defense == "identity"], [s for s in todo if s.defense != "identity"]):
         jobs = [delayed(_run_timed)(s, env, errors[digest_json(s.defense_key())], digests[s.run_id])
                 for s in group]
-        for status, label, reason, wall_s in _parallel(env, jobs, ordered=False):
+        for status, label, reason, wall_s in run_parallel(env.jobs, jobs, ordered=False):
             summary.add(status, label, reason)
             run = clock.ended(status, label, reason, wall_s)
             if progress:
@@ -268,70 +276,6 @@ def take_reference(record: dict, env: Env) -> None:
     if samples.is_file():
         atomic_write_bytes(env.results_dir / "samples" / samples.name, samples.read_bytes())
     write_run(env.results_dir, record)
-
-
-def _parallel(env: Env, tasks: list, ordered: bool = True):
-    """Results of `tasks` (joblib delayed calls), yielded as they finish.
-
-    With a local backend one job runs in this process (progress bars stay visible)
-    and more go through loky. A cluster (Dask inside `parallel_config("dask")`) gets
-    every job, even a lone one: the machine that starts the sweep may have no GPU.
-    """
-    if not _active_backend_is(LOCAL_BACKENDS):
-        # joblib hands work to the cluster only when asked for more than one job; it then uses all its workers.
-        return Parallel(n_jobs=max(env.jobs, 2), return_as="generator" if ordered else "generator_unordered")(tasks)
-    n_jobs = min(env.jobs, len(tasks))
-    if n_jobs <= 1:
-        return (fn(*args, **kwargs) for fn, args, kwargs in tasks)
-    return Parallel(n_jobs=n_jobs, return_as="generator" if ordered else "generator_unordered")(tasks)
-
-
-def _active_backend_is(names: tuple[str, ...]) -> bool:
-    backend, _ = get_active_backend()
-    return isinstance(backend, tuple(BACKENDS[n] for n in names))
-
-
-def check_timeout_supported(jobs: int) -> None:
-    """Raise BenchError where a time limit could not interrupt jobs, rather than ignore it."""
-    if not hasattr(signal, "setitimer"):
-        raise BenchError(f"--timeout needs SIGALRM, which {platform.system()} does not have; run without --timeout")
-    if threading.current_thread() is not threading.main_thread():
-        raise BenchError("--timeout needs the sweep to start in the main thread: SIGALRM interrupts only that one")
-    if jobs > 1 and not _active_backend_is(MAIN_THREAD_BACKENDS):
-        backend, _ = get_active_backend()
-        raise BenchError(f"--timeout works with the loky backend, not {type(backend).__name__}: its jobs do not "
-                         "run in a process's main thread, where SIGALRM could interrupt them")
-
-
-class TimedOut(BaseException):
-    """A job ran past `Env.timeout`. A BaseException, like KeyboardInterrupt, so that a
-    plugin's `except Exception` cannot swallow it."""
-
-
-@contextmanager
-def _time_limit(seconds: float | None):
-    """Raise TimedOut in this thread (which must be the main one) once `seconds` have passed."""
-    if seconds is None:
-        yield
-        return
-    armed = True
-
-    def on_alarm(signum, frame):
-        # A signal delivered just before the timer was cancelled runs its handler at the next bytecode,
-        # possibly after the block: it must not interrupt whatever comes next.
-        if armed:
-            raise TimedOut(f"timed out after {seconds:g} s")
-
-    # Outside the main thread this raises ValueError: the job fails loudly instead of running unlimited.
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        # None: a handler installed from C, which Python cannot reinstate; the default is the closest.
-        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _worker_setup(env: Env) -> tuple[torch.device, Artifacts]:
@@ -383,7 +327,7 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
 def _prepare_here(spec: RunSpec, env: Env, splits: tuple[str, ...], digest: str | None) -> tuple[str, str] | None:
     device, artifacts = _worker_setup(env)
     try:
-        with _time_limit(env.timeout), stage_lines.job(_preparation_label(spec)):
+        with time_limit(env.timeout), stage_lines.job(_preparation_label(spec)):
             stage = Stage.open(spec, env.data_dir, device, artifacts, digest)
             defense, _ = stage.defense()
             for split in splits:
@@ -448,7 +392,7 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
                 raise RuntimeError("its identity calibration run did not finish ok")
             if ident.get("data_digest") != digest:
                 raise RuntimeError("its identity calibration run was computed on other data")
-        with _time_limit(env.timeout):
+        with time_limit(env.timeout):
             metrics, extras = run_attack(spec, data_dir=env.data_dir, device=device, artifacts=artifacts,
                                          expected_digest=digest)
         attacker_cls = ATTACKERS.get(spec.attacker)

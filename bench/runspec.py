@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
+from bench.params import config_label
 from bench.storage import digest_json
 
 # Bump when a change to the harness makes old results incomparable.
@@ -59,8 +60,6 @@ class RunSpec:
         return d
 
     def label(self) -> str:
-        from bench.results import config_label
-
         defense = config_label(self.defense, json.dumps(self.defense_params, sort_keys=True))
         cap = f" (release cap {self.max_release})" if self.max_release is not None else ""
         return f"{defense} x {self.attacker} on {self.dataset}[{self.attack_task}] seed {self.seed}{cap}"

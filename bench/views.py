@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.results import config_label, setting_label
+from bench.params import config_label, setting_label
+from bench.registry import ATTACKERS
 
 PER_ATTACKER_METRICS = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance",
                         "clean_acc"]
@@ -19,8 +20,6 @@ HEADLINE_COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio",
 def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:
     """Mean over seeds per configuration, attacker and task; `specs` keeps the rows of those runs
     (and of their identity twins)."""
-    from bench.registry import ATTACKERS
-
     view = agg[agg.metric.isin(PER_ATTACKER_METRICS)]
     if specs:
         keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}

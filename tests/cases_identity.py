@@ -3,7 +3,8 @@ from before digests were recorded) is not done; it runs again and the sweep says
 Data that changes after a sweep was planned fails the runs that would have used it."""
 import json
 
-from bench.cli import build_parser, plan_specs
+from bench.cli import build_parser
+from bench.planning import plan_specs
 from hostile import SMOKE, Case
 
 

@@ -2,7 +2,7 @@
 
 - Every malformed run record in {res}/runs is refused with one line naming the file, by
   `run` before any work (the runner loads every record first: nothing new appears in the
-  results dir), by `leaderboard` and by `plot` (`bench.results.validate_record`, the one check).
+  results dir), by `leaderboard` and by `plot` (`bench.results.records.validate_record`, the one check).
 - A record under another name than its run_id, a second file for one run_id, a spec that
   does not hash to its run_id, and two distinct runs the leaderboard would count as one
   seed of one configuration: refused, naming the file(s).

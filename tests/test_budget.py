@@ -5,7 +5,8 @@ import json
 import torch
 
 from attackers.adaptive import Adaptive
-from bench.cli import build_parser, plan_specs
+from bench.cli import build_parser
+from bench.planning import plan_specs
 
 
 def test_the_subset_depends_on_seed_and_budget_only():
@@ -39,8 +40,8 @@ def test_the_default_budget_keeps_the_run_ids_recorded_before_it_existed():
 
 
 def test_the_budget_curve_is_plotted(tmp_path):
-    from bench.plots import _budgets
-    from bench.results import aggregate, long_table
+    from bench.plots.budget import budget_figures
+    from bench.results.tables import aggregate, long_table
     from bench.runspec import RunSpec
 
     runs = []
@@ -51,5 +52,5 @@ def test_the_budget_curve_is_plotted(tmp_path):
                            attacker_params={"arch": "auto", "budget": budget})
             runs.append({"run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok", "flags": {},
                          "metrics": {"leakage": leak + seed / 100, "attack_images": float(budget)}})
-    (path,) = _budgets(aggregate(long_table(runs)), tmp_path)
+    (path,) = budget_figures(aggregate(long_table(runs)), tmp_path)
     assert path.name == "budget-d.png" and path.stat().st_size > 10_000

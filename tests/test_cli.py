@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 
 from bench.registry import ATTACKERS, DATASETS, DEFENSES
-from bench.results import write_leaderboards
+from bench.results.leaderboards import write_leaderboards
 
 SMOKE = ["run", "--dataset", "synthetic", "--preset", "smoke", "--seeds", "0"]
 

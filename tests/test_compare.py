@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.compare import Side, configurations, parse_selection, select
-from bench.results import read_long, write_leaderboards, write_run
+from bench.compare.sides import configurations, parse_selection, select, Side
+from bench.results.leaderboards import read_long, write_leaderboards
+from bench.results.records import write_run
 from bench.runspec import RunSpec
 from conftest import REPO
 
@@ -274,10 +275,10 @@ def test_two_defenses_of_the_committed_cifar10_results(main_inprocess):
 
 
 def test_the_table_api_keeps_its_columns():
-    from bench.results import compare
+    from bench.compare.cells import compare_sides
 
     long = read_long(REPO / "results" / "reference" / "leaderboard.csv").query("dataset == 'fashion-mnist'")
-    table = compare(long, long)
+    table = compare_sides(long, long, same_configuration=True).matched
     assert {"metric", "mean_a", "n_a", "mean_b", "n_b", "diff", "significant"} <= set(table.columns)
     assert isinstance(table, pd.DataFrame) and len(table) and not table.significant.any()
 
@@ -285,7 +286,7 @@ def test_the_table_api_keeps_its_columns():
 def test_text_a_spreadsheet_would_evaluate_is_written_as_text_and_read_back(tmp_path):
     import pandas as pd
 
-    from bench.results import from_spreadsheet_safe, spreadsheet_safe
+    from bench.results.leaderboards import from_spreadsheet_safe, spreadsheet_safe
 
     names = ["=HYPERLINK(\"x\")", "+1", "-cmd", "@SUM(A1)", "vfc", "a=b"]
     df = pd.DataFrame({"task": names, "value": [-1.0, 2.0, -3.0, 4.0, 5.0, 6.0]})

@@ -144,5 +144,5 @@ def test_names_a_spreadsheet_would_evaluate_are_written_as_text(main_inprocess, 
     assert out.returncode == 0, out.stdout + out.stderr
     long = (res / "leaderboard.csv").read_text()
     assert ",'=cmd()," in long and ",=cmd()," not in long
-    from bench.results import read_long
+    from bench.results.leaderboards import read_long
     assert set(read_long(res / "leaderboard.csv").target_task) == {"=cmd()"}   # read back as it was

@@ -7,7 +7,8 @@ import pytest
 
 from bench import metrics as M
 from bench.pipeline import load_dataset
-from bench.results import load_runs, long_table
+from bench.results.records import load_runs
+from bench.results.tables import long_table
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 

@@ -103,14 +103,14 @@ def test_sigterm_handler_is_restored(main_inprocess, tmp_path):
 
 def test_sigterm_in_process_is_exit_143(main_inprocess, tmp_path, monkeypatch):
     """The handler raises in the main thread; whatever runs there stops as on Ctrl-C."""
-    import bench.cli
+    import bench.planning
 
     def plan(args):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler interrupts this
         raise AssertionError("SIGTERM did not interrupt")
 
-    monkeypatch.setattr(bench.cli, "plan_specs", plan)
+    monkeypatch.setattr(bench.planning, "plan_specs", plan)
     out = main_inprocess(*SMOKE, "--attacker", "adaptive", "--results-dir", tmp_path / "r")
     assert out.returncode == 143 and "interrupted: finished runs are saved" in out.stderr
 
@@ -260,7 +260,7 @@ def test_hyperparameter_without_default_is_a_bench_error():
 
 
 def test_seed_range_is_refused_before_it_is_expanded():
-    from bench.cli import parse_seeds
+    from bench.planning import parse_seeds
 
     start = time.perf_counter()
     with pytest.raises(BenchError, match="at most 1000"):

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.results import write_leaderboards
+from bench.results.leaderboards import write_leaderboards
 from bench.runner import Env, execute
 from conftest import REPO
 
@@ -280,8 +280,9 @@ def test_nothing_is_ever_unpickled():
 def test_a_run_another_sweep_finished_since_planning_is_not_run_again(tmp_path, monkeypatch):
     # Two sweeps share a results dir; the todo list of one is made at its start.
     import bench.runner as runner
-    from bench.cli import build_parser, plan_specs
-    from bench.results import write_run
+    from bench.cli import build_parser
+    from bench.planning import plan_specs
+    from bench.results.records import write_run
 
     spec = plan_specs(build_parser().parse_args([*SMOKE, "--attacker", "adaptive", "--seeds", "0"]))[0]
     record = {"run_id": spec.run_id, "status": "ok", "spec": spec.to_dict(), "metrics": {"utility_acc": 0.5},

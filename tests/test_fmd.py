@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.artifacts import Artifacts
-from bench.cli import build_parser, plan_specs
+from bench.cli import build_parser
+from bench.planning import plan_specs
 from bench.data.synthetic import Synthetic
 from bench.models import build_classifier
 from bench.pipeline import Stage

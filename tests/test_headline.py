@@ -2,8 +2,8 @@
 ranked by worst case, with the utility-matched baseline beside each configuration."""
 import math
 
-from bench.headline import headline
-from bench.results import aggregate, long_table, worst_case
+from bench.results.headline import headline
+from bench.results.tables import aggregate, long_table, worst_case
 from bench.runspec import RunSpec
 
 

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from bench.pipeline import save_samples
-from bench.plots import GRID_ROWS_PER_PAGE, MAX_SIDE_PX, _grid_pages, write_plots
+from bench.plots.files import MAX_SIDE_PX
+from bench.plots.grids import GRID_ROWS_PER_PAGE, grid_pages
+from bench.plots.write import write_plots
 from bench.registry import DEFENSES
-from bench.results import write_run
+from bench.results.records import write_run
 from bench.runspec import RunSpec
 from conftest import REPO
 
@@ -86,7 +88,7 @@ def test_every_grid_page_starts_with_the_originals_its_rows_were_scored_on():
     configs = {(cap, i, f"arl{i}{cap}"): {"original": originals[cap], "released": originals[cap],
                                           "inverted": originals[cap]}
                for cap in originals for i in range(GRID_ROWS_PER_PAGE)}
-    pages = _grid_pages(configs)
+    pages = grid_pages(configs)
     assert len(pages) > 2 and all(len(page) <= GRID_ROWS_PER_PAGE for page in pages)
     for page in pages:
         assert page[0][0].startswith("original")

@@ -9,9 +9,10 @@ import torch
 from matplotlib.text import Text
 
 from bench.pipeline import save_samples
-from bench.plots import SWEEP_CONTEXT, write_plots
+from bench.plots.sweeps import SWEEP_CONTEXT
+from bench.plots.write import write_plots
 from bench.registry import DEFENSES
-from bench.results import load_runs, write_run
+from bench.results.records import load_runs, write_run
 from bench.runspec import RunSpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,17 +59,20 @@ def _results(tmp_path, arl_configs: list[dict], samples: bool = False, max_relea
 def _texts_of_saved_figures(monkeypatch) -> dict[str, set[str]]:
     """file name -> every text drawn in that figure (titles, tick labels, legend entries), for the
     figures `write_plots` saves from now on in this test."""
-    import bench.plots
+    import importlib
+
+    from bench.plots import files
 
     texts: dict[str, set[str]] = {}
-    save = bench.plots._save
+    save = files.save_png
 
     def recording_save(fig, path, **kwargs):
         saved = save(fig, path, **kwargs)   # drawn first: tick labels hold their text only once drawn
         texts[path.name] = {t.get_text() for t in fig.findobj(Text) if t.get_text()}
         return saved
 
-    monkeypatch.setattr(bench.plots, "_save", recording_save)
+    for family in ("tradeoff", "attackers", "grids", "budget", "sweeps"):
+        monkeypatch.setattr(importlib.import_module(f"bench.plots.{family}"), "save_png", recording_save)
     return texts
 
 
@@ -126,8 +130,8 @@ def test_capped_and_uncapped_runs_of_one_configuration_are_told_apart(tmp_path, 
 
 def test_a_sweep_compares_its_points_on_the_seeds_they_all_have(tmp_path):
     """lam=1 has seeds 0 and 1, lam=0 only seed 0: the sweep shows seed 0 for both, not a mean next to one seed."""
-    from bench.plots import _on_common_seeds, _sweep_lines
-    from bench.results import aggregate, long_table
+    from bench.plots.sweeps import on_common_seeds, sweep_lines
+    from bench.results.tables import aggregate, long_table
 
     res = _results(tmp_path, [{"lam": 1.0}])
     lam0 = {**DEFENSES.hparams("arl"), "lam": 0.0}
@@ -135,8 +139,8 @@ def test_a_sweep_compares_its_points_on_the_seeds_they_all_have(tmp_path):
     write_run(res, _record("arl", lam0, "adaptive", 1, 0.0, max_release=2))  # seed 1, but another setting
     long = long_table(load_runs(res))
     configs = aggregate(long).query("defense == 'arl'")[["defense_params", *SWEEP_CONTEXT]].drop_duplicates()
-    lines = _sweep_lines(configs)["lam"]
-    seeds, agg = _on_common_seeds(long, "arl", lines)
+    lines = sweep_lines(configs)["lam"]
+    seeds, agg = on_common_seeds(long, "arl", lines)
     assert seeds == [0]
     assert set(agg.n) == {1} and set(aggregate(long).n) == {1, 2}
 
@@ -165,7 +169,7 @@ def test_fmd_configurations_are_labelled_in_255ths_everywhere(tmp_path, monkeypa
 
 
 def test_each_configuration_of_a_panel_has_its_own_look_in_its_defense_colour():
-    from bench.plots import _config_styles, defense_colour
+    from bench.plots.style import config_styles, defense_colour
 
     arl, fmd = DEFENSES.hparams("arl"), DEFENSES.hparams("fmd")
     configs = ([("identity", {}, 0), ("identity", {}, 500)]
@@ -173,7 +177,7 @@ def test_each_configuration_of_a_panel_has_its_own_look_in_its_defense_colour():
                + [("fmd", {**fmd, "eps": eps / 255}, 500) for eps in (4, 8, 16)])
     rows = pd.DataFrame([{"defense": d, "defense_params": json.dumps(p, sort_keys=True), "eval_split": "test",
                           "max_release": cap} for d, p, cap in configs])
-    styles = _config_styles(rows)
+    styles = config_styles(rows)
     assert len(styles) == len(configs) and len(set(styles.values())) == len(configs)
     assert list(styles)[:2] == ["identity", "identity [500 released]"]   # the reference first
     for defense in ("arl", "fmd"):

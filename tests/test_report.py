@@ -17,7 +17,9 @@ import pytest
 
 from bench.claims import judge, labelled, load_claims, parse_rule
 from bench.errors import BenchError
-from bench.report import build_report, reproduce_command, screenshot
+from bench.report.browser import screenshot
+from bench.report.build import build_report
+from bench.report.provenance import reproduce_command
 from bench.runspec import RunSpec
 from conftest import REPO
 
@@ -139,7 +141,7 @@ def test_an_unterminated_quote_in_the_claims_file_is_named(tmp_path):
 
 def test_every_committed_claim_is_measured_in_the_reference_results():
     """A claim whose configuration label drifted (a label format change) would silently show `not measured`."""
-    from bench.report import _tables
+    from bench.report.build import _tables
 
     tables = {"main": labelled(_tables(REFERENCE, None)[0]), "tuning": labelled(_tables(REFERENCE / "tuning", None)[0])}
     verdicts = judge(load_claims(CLAIMS), tables)
@@ -254,7 +256,8 @@ def test_the_report_command(tmp_path, main_inprocess):
 
 
 def test_the_command_in_the_provenance_table_plans_the_same_run():
-    from bench.cli import build_parser, plan_specs
+    from bench.cli import build_parser
+    from bench.planning import plan_specs
 
     args = build_parser().parse_args(["run", "--dataset", "synthetic", "--preset", "smoke", "--seeds", "3",
                                       "--defense", "fmd", "--set", "fmd.eps=0.1", "--attacker", "attribute,transfer",
@@ -305,7 +308,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="headless Chromium is not installed (apt-get install chromium; CI installs it)")
 def test_the_committed_results_render_in_a_browser(tmp_path):
-    from bench.report import run_chromium
+    from bench.report.browser import run_chromium
 
     site = tmp_path / "site"
     index = build_report(REFERENCE, site, CLAIMS)

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.results import (aggregate, check_planned, load_runs, long_table, read_long, read_record, read_run,
-                           validate_record, write_leaderboards, write_run)
+from bench.results.leaderboards import read_long, write_leaderboards
+from bench.results.records import check_planned, load_runs, read_record, read_run, validate_record, write_run
+from bench.results.tables import aggregate, long_table
 from bench.runspec import RunSpec
 from conftest import REPO
 
@@ -174,8 +175,8 @@ def test_a_written_leaderboard_reads_back_as_written(tmp_path):
 def test_the_committed_leaderboard_reads_and_compares_with_itself():
     long = read_long(REPO / "results" / "reference" / "leaderboard.csv")
     assert len(long) > 1000 and long.value.dtype == float
-    from bench.results import compare
-    table = compare(long, long)
+    from bench.compare.cells import compare_sides
+    table = compare_sides(long, long, same_configuration=True).matched
     assert len(table) and not table.significant.any() and (table["diff"] == 0).all()
 
 
@@ -194,7 +195,7 @@ HOSTILE_NAMES = ["../../x", "a/b", "/etc/passwd", "..", ".", "", "x\x00y", "~roo
 
 
 def test_slugs_keep_plain_names_and_make_hostile_ones_safe_and_distinct():
-    from bench.plots import slug
+    from bench.plots.files import slug
     for plain in ("fashion-mnist", "cifar10", "celeba", "fmd", "label_source", "latent_dim", "eps"):
         assert slug(plain) == plain
     slugs = [slug(n) for n in HOSTILE_NAMES]
@@ -204,7 +205,7 @@ def test_slugs_keep_plain_names_and_make_hostile_ones_safe_and_distinct():
 
 
 def test_plot_paths_stay_in_the_plots_dir(tmp_path):
-    from bench.plots import plot_path
+    from bench.plots.files import plot_path
     out = tmp_path / "plots"
     for name in HOSTILE_NAMES:
         for parts in (("grid", name), ("sweep", name, name, name)):
@@ -214,7 +215,7 @@ def test_plot_paths_stay_in_the_plots_dir(tmp_path):
 
 def test_identity_alone_in_two_settings_plots(tmp_path):
     """Two identity configurations (capped and uncapped) and nothing else: one chance level per attacker."""
-    from bench.plots import write_plots
+    from bench.plots.write import write_plots
     for cap in (None, 2):
         spec = RunSpec(defense="identity", attacker="adaptive", dataset="synthetic", target_task="class",
                        attack_task="class", target_arch="cnn", seed=0, preset="smoke", max_release=cap)

@@ -13,7 +13,8 @@ from bench.data.splits import make_splits, tuning_splits
 from bench.data.synthetic import Synthetic
 from bench.errors import BenchError
 from bench.registry import ATTACKERS, DEFENSES, coerce
-from bench.results import aggregate, compare, long_table, worst_case
+from bench.compare.cells import compare_sides
+from bench.results.tables import aggregate, long_table, worst_case
 from bench.runspec import RunSpec
 from bench.storage import atomic_write_json, digest_json, load_tensors, save_tensors
 from bench.sweep import configurations, parse_sets
@@ -260,10 +261,10 @@ def test_leaderboard_tables():
 def test_compare_flags_only_real_differences():
     a = long_table([_run("x", "adaptive", s, {"leakage": 0.2 + s / 100}) for s in (0, 1, 2)])
     b = long_table([_run("x", "adaptive", s, {"leakage": 0.8 + s / 100}) for s in (0, 1, 2)])
-    assert compare(a, b)["significant"].all()
-    assert not compare(a, a)["significant"].any()
+    assert compare_sides(a, b, same_configuration=True).matched["significant"].all()
+    assert not compare_sides(a, a, same_configuration=True).matched["significant"].any()
     one_a, one_b = long_table([_run("x", "adaptive", 0, {"leakage": 0.2})]), long_table([_run("x", "adaptive", 0, {"leakage": 0.8})])
-    assert not compare(one_a, one_b)["significant"].any()  # n = 1 on both sides: no interval
+    assert not compare_sides(one_a, one_b, same_configuration=True).matched["significant"].any()  # n = 1 on both sides: no interval
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
@@ -276,7 +277,8 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 
 
 def test_dataset_tuned_plugin_values_sit_below_set(monkeypatch):
-    from bench.cli import build_parser, plan_specs
+    from bench.cli import build_parser
+    from bench.planning import plan_specs
     from bench.data.synthetic import Synthetic
 
     monkeypatch.setattr(Synthetic, "plugin_overrides", {"smoke": {"vfc": {"latent_dim": 8, "beta": 0.5}}})
@@ -291,7 +293,7 @@ def test_dataset_tuned_plugin_values_sit_below_set(monkeypatch):
 
 
 def test_attacker_settings_label_their_rows():
-    from bench.results import config_label
+    from bench.params import config_label
     assert config_label("transfer", json.dumps({"archs": ["cnn", "resnet", "mobilenet"]}), ATTACKERS) == "transfer"
     assert config_label("transfer", json.dumps({"archs": ["cnn"]}), ATTACKERS) == "transfer(archs=cnn)"
     assert config_label("vfc", json.dumps({"beta": 0.5})) == "vfc(beta=0.5)"
@@ -299,7 +301,7 @@ def test_attacker_settings_label_their_rows():
 
 def test_labels_show_values_as_a_person_reads_them():
     """FMD declares eps and alpha in 1/255 steps; any other float is shown to 3 significant digits."""
-    from bench.results import config_label
+    from bench.params import config_label
     assert config_label("fmd", json.dumps({"eps": 32 / 255, "alpha": 4 / 255})) == "fmd(eps=32/255)"
     assert config_label("fmd", json.dumps({"eps": 0.1})) == "fmd(eps=0.1)"
     assert config_label("noise", json.dumps({"sigma": 0.123456})) == "noise(sigma=0.123)"
@@ -307,14 +309,15 @@ def test_labels_show_values_as_a_person_reads_them():
     assert config_label("noise", json.dumps({"sigma": 0.2})) == "noise(sigma=0.2)"
     assert config_label("jpeg", json.dumps({"quality": 25})) == "jpeg(quality=25)"
     # ... while `jpeg()` (every hyperparameter at its default) still finds it.
-    from bench.results import changed_params
+    from bench.params import changed_params
     assert changed_params("jpeg", json.dumps({"quality": 25})) == {}
     assert changed_params("jpeg", json.dumps({"quality": 75})) == {"quality": 75}
 
 
 def test_records_written_before_a_hyperparameter_existed_keep_the_value_they_ran_with():
     # ARL's `private` arrived with default "all"; records without it learnt on the half.
-    from bench.results import config_label, long_table, recorded_params
+    from bench.params import config_label, recorded_params
+    from bench.results.tables import long_table
 
     old = {"lam": 1.0, "rec": "pixel"}
     assert recorded_params("arl", old) == {"private": "half", "lam": 1.0, "rec": "pixel"}

@@ -21,7 +21,7 @@ import pandas as pd
 
 def cost_table(results_dir: Path) -> pd.DataFrame:
     """Hours per dataset (rows) and defense (columns), attack runs plus preparations, with totals."""
-    from bench.results import load_runs
+    from bench.results.records import load_runs
     from bench.runspec import RunSpec
 
     rows, prepared = [], set()

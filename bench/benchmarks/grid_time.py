@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="where Fashion-MNIST lives (default: the loader's own search)")
     p.add_argument("--keep", type=Path, help="keep the results here (default: a temporary directory)")
     args = p.parse_args(argv)
-    from bench.cli import parse_seeds
+    from bench.planning import parse_seeds
     from bench.errors import BenchError
-    from bench.results import load_runs
+    from bench.results.records import load_runs
 
     try:
         seeds = parse_seeds(args.seeds)

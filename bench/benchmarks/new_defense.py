@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                                         work / "new-cache", env)
             total += rest_s
             print(f"new path, seeds 1-{args.seeds - 1}: {rest_s / 60:6.2f} min  ({summary})", flush=True)
-        from bench.results import load_runs
+        from bench.results.records import load_runs
 
         runs = load_runs(work / "new")
         statuses = Counter(r["status"] for r in runs)

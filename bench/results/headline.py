@@ -5,7 +5,7 @@ clean accuracy and it was evaluated (ok or not applicable) against every attacke
 configuration of that dataset met: a configuration run against fewer attackers (a
 `transfer`-only sweep point) could only look better, so it is listed apart, as is one
 below the utility floor. Ranked configurations are ordered by their worst case (over
-calibrated attackers of non-derivable tasks, `results.worst_case`). Beside each, the
+calibrated attackers of non-derivable tasks, `tables.worst_case`). Beside each, the
 utility-matched baseline: the baseline defense configuration (`Defense.baseline`) with
 utility at least as high and the lowest worst case, the floor any method should beat.
 Utility is matched as a fraction of clean accuracy (`utility_ratio`), not as accuracy: a
@@ -27,6 +27,9 @@ import math
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.params import config_label, setting_label
+from bench.registry import DEFENSES
+from bench.results.keys import CONFIG, spec_columns
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
@@ -35,14 +38,12 @@ COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_l
 
 
 def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: float = FLOOR) -> pd.DataFrame:
-    from bench.results import CONFIG, _spec_columns, config_label, setting_label
-
     if not 0 < floor <= 1:
         raise BenchError(f"utility floor {floor}: must be in (0, 1]")
     attempted: dict[tuple, set] = {}
     for r in runs:
         if r["status"] in ("ok", "not_applicable"):
-            row = _spec_columns(r["spec"])
+            row = spec_columns(r["spec"])
             attempted.setdefault(tuple(row[c] for c in CONFIG), set()).add(row["attacker"])
     clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
     counted = _counted_leakage(agg)
@@ -75,8 +76,6 @@ def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: fl
 
 def _counted_leakage(agg: pd.DataFrame) -> dict[tuple, dict[str, float]]:
     """Per configuration: {attacker: its highest mean leakage} over the rows its worst case counts."""
-    from bench.results import CONFIG
-
     leaks = agg[(agg.metric == "leakage") & ~agg.weak_attacker & ~agg.derivable]
     return {key: g.groupby("attacker")["mean"].max().to_dict() for key, g in leaks.groupby(CONFIG, dropna=False)}
 
@@ -111,8 +110,6 @@ def _apart(attackers: set, everyone: set, ratio: float, floor: float) -> str:
 
 
 def _is_baseline(defense: str) -> bool:
-    from bench.registry import DEFENSES
-
     try:
         return bool(getattr(DEFENSES.get(defense), "baseline", False))
     except BenchError:  # a plugin no longer installed or broken: not known to be a baseline

@@ -1,0 +1,45 @@
+"""`write_plots`: the leaderboards and every figure of a results dir, regenerated from its records.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from bench.errors import BenchError
+from bench.plots.attackers import attacker_figures
+from bench.plots.budget import budget_figures
+from bench.plots.files import plot_path
+from bench.plots.grids import grid_figures, grid_inputs
+from bench.plots.sweeps import sweep_figures
+from bench.plots.tradeoff import tradeoff_figure
+from bench.results.leaderboards import write_leaderboards
+from bench.results.records import load_runs
+
+
+def write_plots(results_dir: Path) -> list[Path]:
+    """Regenerate the leaderboards and every figure; the paths written.
+
+    Everything that can be refused (a bad record, a bad sample, a `plots` that leads outside the
+    results dir) is checked before the first file is written.
+    """
+    results_dir = Path(results_dir)
+    out_dir = results_dir / "plots"
+    runs = load_runs(results_dir)
+    samples = grid_inputs(results_dir, runs)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise BenchError(f"{out_dir} is not a directory inside {results_dir} (a symlink or a file): the plots are "
+                         "written only there; remove it")
+    tables = write_leaderboards(results_dir, runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        if not tables["agg"].empty:
+            written.append(tradeoff_figure(tables["worst"], tables["agg"], plot_path(out_dir, "tradeoff")))
+            written += attacker_figures(tables["agg"], out_dir)
+            written += sweep_figures(tables["long"], tables["agg"], out_dir)
+            written += budget_figures(tables["agg"], out_dir)
+        written += grid_figures(samples, out_dir)
+    finally:
+        plt.close("all")
+    return [p for p in written if p is not None]

@@ -1,0 +1,43 @@
+"""How a run record becomes a row of the leaderboards: the columns that name its configuration and cell.
+
+`GROUP` is one cell (a configuration against one attacker setting and task), `CONFIG` one
+defense configuration; `spec_columns` reads them from a record's spec, hyperparameters as
+recorded (`params.recorded_params`), and `seed_key` is what the leaderboard counts once.
+"""
+from __future__ import annotations
+
+import json
+
+from bench.params import recorded_params
+from bench.registry import ATTACKERS
+
+LONG_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset",
+                "target_task", "attack_task", "target_arch", "preset", "eval_split", "max_release", "seed",
+                "weak_attacker", "derivable", "metric", "value"]
+# `max_release` (0 = no cap) keeps a capped identity twin apart from the uncapped identity runs:
+# they are scored on different test images.
+GROUP = ["defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset", "target_task",
+         "attack_task", "target_arch", "preset", "eval_split", "max_release"]
+CONFIG = ["defense", "defense_params", "dataset", "target_task", "target_arch", "preset", "eval_split", "max_release"]
+
+# Flags every long-table row carries: an attacker too weak to calibrate, a private task derivable from
+# the designated one. Either keeps a row out of the worst case.
+BOOL_FLAGS = ("weak_attacker", "derivable")
+
+
+def spec_columns(s: dict) -> dict:
+    return {"defense": s["defense"],
+            "defense_params": json.dumps(recorded_params(s["defense"], s["defense_params"]), sort_keys=True),
+            "attacker": s["attacker"],
+            "attacker_params": json.dumps(recorded_params(s["attacker"], s["attacker_params"], ATTACKERS),
+                                          sort_keys=True),
+            "eval_split": s.get("eval_split", "test"), "max_release": int(s.get("max_release") or 0),
+            "dataset": s["dataset"], "target_task": s["target_task"], "attack_task": s["attack_task"],
+            "target_arch": s["target_arch"], "preset": s["preset"], "seed": s["seed"]}
+
+
+def seed_key(spec: dict) -> tuple:
+    """What the leaderboard counts once: the configuration (GROUP but `knowledge`, which comes from the
+    attacker, not the spec) and the seed. Hyperparameters are taken as recorded (`recorded_params`)."""
+    row = spec_columns(spec)
+    return tuple(row[c] for c in GROUP if c != "knowledge") + (row["seed"],)

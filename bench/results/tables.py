@@ -1,0 +1,84 @@
+"""The tables derived from run records: the long table (one row per run and metric), its aggregate over
+seeds (mean, std, n, 95 % CI) and the worst case per defense configuration. Never edited by hand.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from bench import metrics as M
+from bench.errors import BenchError
+from bench.results.keys import BOOL_FLAGS, CONFIG, GROUP, LONG_COLUMNS, spec_columns
+from bench.results.records import check_one_data_version, check_one_record_per_seed
+
+
+def long_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per `ok` run and metric; two runs that are one seed of one configuration, or runs on two
+    versions of one dataset, are refused."""
+    check_one_record_per_seed(runs)
+    check_one_data_version(runs)
+    rows = []
+    for r in runs:
+        if r["status"] != "ok":
+            continue
+        base = {"run_id": r["run_id"], **spec_columns(r["spec"]), "knowledge": r.get("knowledge", ""),
+                **{f: bool(r.get("flags", {}).get(f, False)) for f in BOOL_FLAGS}}
+        rows += [{**base, "metric": k, "value": float(v)} for k, v in sorted(r["metrics"].items())]
+    df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    return df.sort_values(["dataset", "defense", "defense_params", "attacker", "seed", "metric"], kind="stable",
+                          ignore_index=True)
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """mean, std, n and 95 % CI over seeds for every (configuration, attacker, metric)."""
+    if long.empty:
+        return pd.DataFrame(columns=GROUP + [*BOOL_FLAGS, "metric", "mean", "std", "n", "ci95_low", "ci95_high"])
+    check_seeds_counted_once(long)
+    rows = []
+    for key, g in long.groupby(GROUP + ["metric"], sort=True, dropna=False):
+        v = g["value"].to_numpy()
+        lo, hi = M.ci95(v)
+        rows.append({**dict(zip(GROUP + ["metric"], key)), **{f: bool(g[f].any()) for f in BOOL_FLAGS},
+                     "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v),
+                     "ci95_low": lo, "ci95_high": hi})
+    return pd.DataFrame(rows)
+
+
+def worst_case(agg: pd.DataFrame) -> pd.DataFrame:
+    """Per defense configuration: utility and the worst leakage over calibrated attackers.
+
+    A defense is ranked by its worst case; attackers flagged weak do not count, nor do private
+    tasks flagged derivable (a function of the designated task: no release that keeps utility
+    can hide them), and a configuration with no other attacker gets no rank.
+    """
+    cols = CONFIG + ["utility_acc", "agreement", "worst_leakage", "worst_ci95_low", "worst_ci95_high",
+                     "worst_attacker", "n_attackers", "n_seeds"]
+    if agg.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, g in agg.groupby(CONFIG, sort=True):
+        util = g[g.metric == "utility_acc"]["mean"]
+        agree = g[g.metric == "agreement"]["mean"]
+        leaks = g[(g.metric == "leakage") & ~g.weak_attacker & ~g.derivable]
+        row = dict(zip(CONFIG, key), utility_acc=float(util.mean()) if len(util) else float("nan"),
+                   agreement=float(agree.mean()) if len(agree) else float("nan"),
+                   n_attackers=int(leaks.attacker.nunique()), n_seeds=int(g["n"].max()))
+        if len(leaks):
+            worst = leaks.loc[leaks["mean"].idxmax()]
+            row.update(worst_leakage=worst["mean"], worst_ci95_low=worst["ci95_low"],
+                       worst_ci95_high=worst["ci95_high"], worst_attacker=f"{worst.attacker}[{worst.attack_task}]")
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["dataset", "worst_leakage"], na_position="last", ignore_index=True)
+
+
+def check_seeds_counted_once(long: pd.DataFrame, where: str = "") -> None:
+    """n is a number of seeds: refuse a long table holding one (configuration, seed, metric) twice."""
+    dup = long[long.duplicated(GROUP + ["seed", "metric"], keep=False)]
+    if len(dup):
+        key = dup.groupby(GROUP + ["seed", "metric"], sort=False, dropna=False).ngroup()
+        same = dup[key == key.iloc[0]]
+        first = same.iloc[0]
+        ids = ", ".join(dict.fromkeys(map(str, same["run_id"])))
+        raise BenchError(f"{where}runs {ids} are all seed {first['seed']} of one configuration ({first['defense']} x "
+                         f"{first['attacker']} on {first['dataset']}[{first['attack_task']}], metric "
+                         f"{first['metric']}): n counts seeds, so each may appear once")
