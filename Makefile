@@ -28,7 +28,8 @@ data:
 # user's numbers (B) beside the committed reference cell (A).
 demo: venv data
 	$(BIN)/python -m bench run --defense vfc --attacker adaptive
-	@echo "== your run (B) against the reference results (A); 'no' in the last column: they agree within the CI =="
+	@echo "== your run (B, one seed) against the reference results (A, three seeds). One seed has no interval, so"
+	@echo "== each verdict reads 'n = 1: no test'; add --seeds 0-2 to the run above for a tested comparison =="
 	$(BIN)/python -m bench compare results/reference/leaderboard.csv results/local/leaderboard.csv \
 		--a "vfc()" --b "vfc()" --dataset fashion-mnist
 

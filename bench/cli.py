@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from bench.planning import plan_specs
     from bench.progress import duration
-    from bench.runner import Env, RunFinished, default_reference, execute
+    from bench.results.records import repository_reference
+    from bench.runner import Env, RunFinished, execute
     from bench.storage import check_writable_dir
 
     start = time.perf_counter()  # before planning: "done in" includes loading the data
@@ -193,7 +194,7 @@ def cmd_run(args) -> int:
     specs = plan_specs(args)
     env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
               device=args.device, jobs=args.jobs, timeout=args.timeout, precision=args.precision,
-              reference=None if args.no_reference else (args.reference or default_reference()))
+              reference=None if args.no_reference else (args.reference or repository_reference()))
     # Flushed: stdout to a file is block-buffered, and a log must show at once that the sweep began.
     print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs "
           "added as needed)", flush=True)
@@ -301,6 +302,8 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False, f
         print("\nheadline (ranked by worst case among configurations within the utility floor and run against "
               "every attacker):")
         print(top.to_string(index=False))
+    for line in views.missing_baselines(tables["headline"]):
+        print(f"note: {line}")
     print(f"\nwritten: {results_dir}/leaderboard.csv, leaderboard_agg.csv, leaderboard_worst.csv, "
           "leaderboard_headline.csv")
 

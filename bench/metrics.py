@@ -130,10 +130,13 @@ def is_weak(attack_on_identity: float, clean_acc: float, ratio: float = 0.9) -> 
 
 
 def ci95(values) -> tuple[float, float]:
-    """Student-t 95 % confidence interval of the mean (a point when n = 1)."""
+    """Student-t 95 % confidence interval of the mean; none (nan, nan) for one value: a single seed says
+    nothing about the spread, and a zero-width interval would read as certainty."""
     v = np.asarray(values, dtype=float)
     m = float(v.mean())
-    sd = float(v.std(ddof=1)) if len(v) >= 2 else 0.0
+    if len(v) < 2:
+        return math.nan, math.nan
+    sd = float(v.std(ddof=1))
     if sd == 0.0:
         return m, m
     # scipy's t.interval(0.95, n - 1, loc=m, scale=sem) computed as it does (quantile * scale + loc), with

@@ -245,12 +245,6 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     return summary
 
 
-def default_reference() -> Path | None:
-    """The repository's reference results, when the harness runs from a checkout that has them."""
-    path = Path(__file__).resolve().parents[1] / "results" / "reference"
-    return path if (path / "runs").is_dir() else None
-
-
 def reference_record(spec: RunSpec, env: Env, digest: str) -> dict | None:
     """`spec`'s finished record in the reference results dir, computed on this data, marked `taken_from`;
     None when there is none.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.params import config_label, setting_label
-from bench.registry import ATTACKERS
+from bench.registry import ATTACKERS, DEFENSES
 
 PER_ATTACKER_METRICS = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance",
                         "clean_acc"]
@@ -45,9 +45,30 @@ def headline(top: pd.DataFrame, ranked_only: bool = False) -> pd.DataFrame:
     configurations listed apart (below the floor or run against fewer attackers)."""
     if ranked_only:
         top = top[top["rank"].notna()]
+    if "baseline_source" in top:  # a headline written before baselines were borrowed has none
+        top = top.assign(baseline=[f"{b} ({s})" if isinstance(s, str) and s and b else b
+                                   for b, s in zip(top.baseline, top.baseline_source)])
     top = top.assign(worst_ci95=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "" for lo, hi in
                                  zip(top.worst_ci95_low, top.worst_ci95_high)])
     return top[HEADLINE_COLUMNS]
+
+
+def missing_baselines(top: pd.DataFrame) -> list[str]:
+    """One line per dataset whose ranked configurations have no utility-matched baseline, with the command
+    that would give them one: the baselines at several strengths against every attacker, as many seeds."""
+    ranked = top[top["rank"].notna()]
+    baselines = [n for n in DEFENSES.usable()[0] if getattr(DEFENSES.get(n), "baseline", False)]
+    lines = []
+    for dataset, g in ranked.groupby("dataset", sort=True):
+        # identity is what leakage is measured against: it needs no baseline.
+        alone = g[(g.baseline.fillna("") == "") & ~g.config.str.startswith("identity")]
+        if alone.empty or not baselines:
+            continue
+        seeds = int(alone.n_seeds.max())
+        lines.append(f"no utility-matched baseline for {', '.join(alone.config)} on {dataset}: "
+                     f"python -m bench run --dataset {dataset} --defense {','.join(baselines)} --attacker all "
+                     f"--seeds 0-{max(seeds - 1, 0)} (add --set NAME.PARAM=V,V,... for strengths at its utility)")
+    return lines
 
 
 def markdown(df: pd.DataFrame) -> str:

@@ -9,6 +9,7 @@
 - No line is longer than 120 characters.
 """
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -209,8 +210,37 @@ def test_single_seeds_have_no_ci(tmp_path, main_inprocess):
     out = main_inprocess("compare", "--results-dir", res, "--a", "jpeg", "--b", "noise")
     assert out.returncode == 0, out.stderr
     leak = rows(short_lines(out), "leakage")
-    assert leak and all(re.search(r"0\.300 n=1 +0\.800 n=1 +\+0\.500 +no CI \(n=1\)$", r) for r in leak), leak
+    assert leak and all(re.search(r"0\.300 n=1 +0\.800 n=1 +\+0\.500 +n = 1: no test$", r) for r in leak), leak
     assert SUMMARY.search(out.stdout).group(1) == "0"
+
+
+def test_one_seed_against_three_is_never_called_better_and_shows_no_interval(tmp_path, main_inprocess):
+    """A single seed far outside the other side's CI is still not a tested difference."""
+    three = results(tmp_path / "a", ("noise", {}, 0.8))
+    one = results(tmp_path / "b", ("noise", {}, 0.2), seeds=(0,))
+    out = main_inprocess("compare", three / "leaderboard.csv", one / "leaderboard.csv")
+    assert out.returncode == 0, out.stderr
+    lines = short_lines(out)
+    assert "better" not in out.stdout
+    assert all(line.endswith("n = 1: no test") for line in rows(lines, "leakage")), rows(lines, "leakage")
+    # An interval is printed only for the side with seeds to make one.
+    assert not re.search(r"\] n=1\b", out.stdout)
+    assert "0 of 6 differences exceed the 95 % confidence intervals (disjoint CIs; 6 with n = 1 on a side, not tested)" \
+        in out.stdout
+    summary = out.stdout[out.stdout.index("summary (B against A):"):]
+    assert re.search(r"utility: A .* n=3, B 0\.900 n=1, B - A [-+]0\.0\d\d: n = 1: no test", summary), summary
+    assert re.search(r"worst case over 2 attacker\(s\) both met: A .* n=3 \(.*\), B 0\.200 n=1 .*: n = 1: no test",
+                     summary.replace("\n        ", " ")), summary
+
+
+def test_the_summary_gives_utility_and_worst_case_verdicts_with_seeds_on_both_sides(tmp_path, main_inprocess):
+    res = results(tmp_path / "r", ("jpeg", {"quality": 5}, 0.3), ("noise", {}, 0.8))
+    out = main_inprocess("compare", "--results-dir", res, "--a", "noise", "--b", "jpeg")
+    assert out.returncode == 0, out.stderr
+    summary = out.stdout[out.stdout.index("summary (B against A):"):].replace("\n        ", " ")
+    assert "utility: A 0.910 [" in summary and ": no\n" in summary   # same utility on both sides
+    assert re.search(r"worst case over 2 attacker\(s\) both met: A 0\.810 \[.*\] n=3 .* B 0\.310 \[.*\] n=3 .*"
+                     r"B - A -0\.500: yes, B better", summary), summary
 
 
 # --- datasets are told apart by content -------------------------------------------------------
@@ -303,3 +333,22 @@ def test_comparing_a_configuration_with_itself_says_so(main_inprocess):
                          "--a", "vfc()", "--b", "vfc()")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("note: A and B are the same runs"), out.stdout
+
+
+def test_a_configuration_a_results_dir_lacks_is_taken_from_the_reference_results(tmp_path, main_inprocess):
+    """A user who ran only VFC compares it with a baseline of the reference results, on the same data."""
+    from conftest import REPO
+
+    (tmp_path / "mine" / "runs").mkdir(parents=True)
+    for path in (REPO / "results" / "reference" / "runs").glob("*.json"):
+        spec = json.loads(path.read_text())["spec"]
+        if spec["dataset"] == "fashion-mnist" and spec["defense"] in ("vfc", "identity") and not spec.get("max_release"):
+            (tmp_path / "mine" / "runs" / path.name).write_bytes(path.read_bytes())
+    out = main_inprocess("compare", "--results-dir", tmp_path / "mine", "--a", "vfc()", "--b", "jpeg(quality=25)",
+                         "--dataset", "fashion-mnist")
+    assert out.returncode == 0, out.stderr
+    assert f"(reference results: {tmp_path / 'mine'} has no jpeg(quality=25))" in " ".join(out.stdout.split())
+    assert "on different data" not in out.stdout and "summary (B against A):" in out.stdout
+    # Nothing of that name anywhere: the error names the user's own configurations.
+    out = main_inprocess("compare", "--results-dir", tmp_path / "mine", "--a", "vfc()", "--b", "jpeg(quality=3)")
+    assert out.returncode == 2 and "vfc()" in out.stderr

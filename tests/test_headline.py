@@ -101,3 +101,52 @@ def test_utility_is_matched_as_a_fraction_of_clean_accuracy():
     t = _table(runs)
     assert t.loc["capped", "utility_ratio"] == 1.0 and t.loc["capped", "baseline"] == ""
     assert t.loc["vfc", "baseline_utility_ratio"] == 0.895 / 0.9
+
+
+# --- a user's results dir beside the reference results ----------------------------------------------
+def _write(root, runs, digest="same"):
+    from bench.results.records import write_run
+
+    for r in runs:
+        write_run(root, {**r, "data_digest": f"{digest}-{r['spec']['seed']}"})
+    return root
+
+
+def test_a_dir_with_only_its_defense_borrows_the_baseline_of_the_reference_on_the_same_data(tmp_path):
+    from bench.results.leaderboards import write_leaderboards
+    from bench.views import headline as shown, missing_baselines
+
+    reference = _write(tmp_path / "reference", _grid())
+    mine = [r for r in _grid() if r["spec"]["defense"] in ("identity", "alpha")]
+    top = write_leaderboards(_write(tmp_path / "mine", mine), reference=reference)["headline"].set_index("config")
+    assert top.loc["alpha", "baseline"] == "noise(sigma=0.1)"
+    assert top.loc["alpha", "baseline_source"] == "reference results"
+    assert shown(top.reset_index()).set_index("config").loc["alpha", "baseline"] == \
+        "noise(sigma=0.1) (reference results)"
+    assert not missing_baselines(top.reset_index())
+    # Written to the CSV the report reads, with its source.
+    assert "reference results" in (tmp_path / "mine" / "leaderboard_headline.csv").read_text()
+
+
+def test_no_baseline_is_borrowed_from_other_data_and_the_command_for_one_is_named(tmp_path):
+    from bench.results.leaderboards import write_leaderboards
+    from bench.views import missing_baselines
+
+    reference = _write(tmp_path / "reference", _grid(), digest="other")
+    mine = [r for r in _grid() if r["spec"]["defense"] in ("identity", "alpha")]
+    top = write_leaderboards(_write(tmp_path / "mine", mine), reference=reference)["headline"]
+    assert (top.baseline == "").all()
+    (note,) = missing_baselines(top)
+    assert note.startswith("no utility-matched baseline for alpha on d: python -m bench run --dataset d --defense ")
+    assert "--attacker all --seeds 0-1" in note and "jpeg" in note
+
+
+def test_own_baselines_are_never_replaced_by_borrowed_ones(tmp_path):
+    from bench.results.leaderboards import write_leaderboards
+
+    reference = _write(tmp_path / "reference", _grid())
+    mine = [r for r in _grid() if r["spec"]["defense"] in ("identity", "alpha")
+            or r["spec"]["defense_params"] == {"sigma": 0.5}]
+    top = write_leaderboards(_write(tmp_path / "mine", mine), reference=reference)["headline"].set_index("config")
+    # noise(sigma=0.5) is below alpha's utility, so alpha has no match; the reference's sigma=0.1 is not used.
+    assert top.loc["alpha", "baseline"] == "" and top.loc["alpha", "baseline_source"] == ""

@@ -349,3 +349,32 @@ def test_the_report_states_the_utility_floor_of_the_headline_it_shows(tmp_path, 
     assert out.returncode == 0, out.stderr
     html = build_report(res, tmp_path / "site", CLAIMS).read_text()
     assert "utility is at least 0.9 × their designated" in html and "at least 0.95 ×" not in html
+
+
+# --- a user's own results -------------------------------------------------------------------------
+def _users_dir(tmp_path, defenses):
+    """A results dir holding the reference records of `defenses` on Fashion-MNIST (no release cap)."""
+    from bench.results.leaderboards import write_leaderboards
+
+    (tmp_path / "mine" / "runs").mkdir(parents=True)
+    for path in (REFERENCE / "runs").glob("*.json"):
+        spec = json.loads(path.read_text())["spec"]
+        if spec["dataset"] == "fashion-mnist" and spec["defense"] in defenses and not spec.get("max_release"):
+            (tmp_path / "mine" / "runs" / path.name).write_bytes(path.read_bytes())
+    write_leaderboards(tmp_path / "mine")
+    return tmp_path / "mine"
+
+
+def test_a_users_report_names_the_baseline_it_borrowed_and_leaves_out_claims_it_cannot_judge(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)   # where the default claims file is found
+    page = build_report(_users_dir(tmp_path, ("identity", "noise")), tmp_path / "site").read_text()
+    # Its own noise configurations are baselines: none is borrowed, and the claims (about VFC, ARL, FMD) are unjudged.
+    assert "from the reference results" not in page
+    assert 'id="claims"' not in page and "concern configurations these results do not hold" in page
+
+
+def test_a_users_report_with_only_their_defense_shows_the_reference_baseline(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    page = build_report(_users_dir(tmp_path, ("identity", "arl")), tmp_path / "site").read_text()
+    assert re.search(r"jpeg\(quality=50\) \(from the reference results, 0\.993", page), page[:2000]
+    assert 'id="claims"' in page   # ARL on Fashion-MNIST is a claim these results measure

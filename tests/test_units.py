@@ -1,5 +1,6 @@
 """Fast unit tests of the harness's pieces (no dataset files)."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,11 @@ def test_ci95_matches_scipy_to_the_bit():
             v = rng.random(n) * scale
             ref = stats.t.interval(0.95, n - 1, loc=float(np.mean(v)), scale=stats.sem(v))
             assert M.ci95(v) == (float(ref[0]), float(ref[1]))
-    assert M.ci95([0.5]) == (0.5, 0.5)
+    assert M.ci95([0.5, 0.5]) == (0.5, 0.5)   # seeds that agree: a true zero-width interval
+
+
+def test_one_seed_has_no_interval():
+    assert all(math.isnan(x) for x in M.ci95([0.5]))
 
 
 def test_non_finite_logits_are_an_error_not_an_accuracy():

@@ -22,6 +22,8 @@ DESIGNATED = "designated model"
 ATTACK_METRICS = ("leakage", "attack_acc", "ssim", "psnr")  # in the order they are printed
 UTILITY_METRIC = "utility_acc"
 HIGHER_IS_BETTER = {UTILITY_METRIC}  # for the others, lower means the attacker gets less
+# The verdict of a difference with a single seed on either side: nothing to test it against.
+NO_TEST = "n = 1: no test"
 
 
 def rows_where(df: pd.DataFrame, keep: list[bool]) -> pd.DataFrame:
@@ -135,18 +137,19 @@ def _metric_table(compared: pd.DataFrame, side_a: _Cells, side_b: _Cells) -> pd.
          .merge(side_a.stats.rename(columns={"id": "id_a", **{c: f"{c}_a" for c in stats}}), on="id_a")
          .merge(side_b.stats.rename(columns={"id": "id_b", **{c: f"{c}_b" for c in stats}}), on=["id_b", "metric"]))
     m["diff"] = m["mean_b"] - m["mean_a"]
-    m["has_ci"] = (m["n_a"] > 1) | (m["n_b"] > 1)
+    # A single seed has no interval: a difference is tested only with two or more seeds on each side.
+    m["tested"] = (m["n_a"] > 1) & (m["n_b"] > 1)
     disjoint = (m["ci95_low_b"] > m["ci95_high_a"]) | (m["ci95_high_b"] < m["ci95_low_a"])
-    # Two single seeds have no interval at all: their difference cannot be called significant.
-    m["significant"] = disjoint & m["has_ci"]
-    m["verdict"] = [_verdict(metric, diff, has_ci, significant)
-                    for metric, diff, has_ci, significant in zip(m.metric, m["diff"], m.has_ci, m.significant)]
+    m["significant"] = disjoint & m["tested"]
+    m["verdict"] = [verdict(metric, diff, tested, significant)
+                    for metric, diff, tested, significant in zip(m.metric, m["diff"], m.tested, m.significant)]
     return m.drop(columns=["id_a", "id_b"]).reset_index(drop=True)
 
 
-def _verdict(metric: str, diff: float, has_ci: bool, significant: bool) -> str:
-    if not has_ci:
-        return "no CI (n=1)"
+def verdict(metric: str, diff: float, tested: bool, significant: bool) -> str:
+    """The test of docs/design.md ("Comparing two cells"): disjoint 95 % CIs, with n >= 2 on both sides."""
+    if not tested:
+        return NO_TEST
     if not significant:
         return "no"
     b_better = (diff > 0) == (metric in HIGHER_IS_BETTER)

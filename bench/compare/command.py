@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.compare.cells import compare_sides
-from bench.compare.sides import only_dataset, parse_selection, read_leaderboard, read_results_dir, select
+from bench.compare.sides import (Selection, Side, only_dataset, parse_selection, read_leaderboard, read_results_dir,
+                                 select)
 from bench.compare.text import report
 from bench.errors import BenchError
+from bench.results.records import repository_reference
 
 
 def compare_command(leaderboards: list[Path], results_dir: Path | None, a: str | None, b: str | None,
@@ -16,7 +18,9 @@ def compare_command(leaderboards: list[Path], results_dir: Path | None, a: str |
 
     Two leaderboards, no selection: the same configurations on both. With `--a` and `--b`: that
     configuration of A (the first leaderboard, the only one, or the results directory) against
-    that of B (the second leaderboard, or the same source).
+    that of B (the second leaderboard, or the same source). In a results dir, a configuration it does
+    not hold (a baseline a user never ran) is taken from the repository's reference results, and
+    the report says so; their runs on other data are kept apart as always.
     """
     if (a is None) != (b is None):
         raise BenchError(f"{'--a' if a is not None else '--b'} needs {'--b' if a is not None else '--a'}: "
@@ -40,7 +44,9 @@ def compare_command(leaderboards: list[Path], results_dir: Path | None, a: str |
             raise BenchError(f"--dataset {dataset!r}: no run on it; valid choices: {', '.join(sorted(present))}")
         side_a, side_b = only_dataset(side_a, dataset), only_dataset(side_b, dataset)
     if selections is not None:
-        side_a, side_b = select(side_a, selections[0]), select(side_b, selections[1])
+        borrow = not leaderboards and repository_reference() is not None
+        side_a, side_b = (_select_or_borrow(side, selection, dataset, borrow)
+                          for side, selection in zip((side_a, side_b), selections))
     comparison = compare_sides(side_a.long, side_b.long, same_configuration=selections is None)
     name_a = side_a.name + (f", {selections[0].text}" if selections else "")
     name_b = side_b.name + (f", {selections[1].text}" if selections else "")
@@ -49,3 +55,22 @@ def compare_command(leaderboards: list[Path], results_dir: Path | None, a: str |
         lines.insert(0, "note: A and B are the same runs (a configuration or leaderboard compared with itself): "
                         "every difference is 0 by construction")
     return lines
+
+
+def _select_or_borrow(side: Side, selection: Selection, dataset: str | None, borrow: bool) -> Side:
+    """`select(side, selection)`, or that configuration of the reference results when `side` (a results
+    dir) has none and `borrow`; the error about `side` when neither has it."""
+    try:
+        return select(side, selection)
+    except BenchError as own_error:
+        reference = repository_reference()
+        if not borrow or Path(side.name).resolve() == reference.resolve():
+            raise
+        other = read_results_dir(reference)
+        other = only_dataset(other, dataset) if dataset is not None else other
+        try:
+            chosen = select(other, selection)
+        except BenchError:
+            raise own_error from None
+        return Side(f"{chosen.name} (reference results: {side.name} has no {selection.text})", chosen.long)
+

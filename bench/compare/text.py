@@ -6,7 +6,7 @@ import textwrap
 
 import pandas as pd
 
-from bench.compare.cells import ATTACK_METRICS, DESIGNATED, SETUP, UTILITY_METRIC, Comparison
+from bench.compare.cells import ATTACK_METRICS, DESIGNATED, NO_TEST, SETUP, UTILITY_METRIC, Comparison, verdict
 from bench.params import config_label, setting_label
 from bench.registry import ATTACKERS
 
@@ -17,9 +17,10 @@ def report(comparison: Comparison, name_a: str, name_b: str) -> list[str]:
     """The comparison as lines of at most WIDTH characters: tables per setup, then what was not compared."""
     m = comparison.matched
     lines = _wrapped(f"A: {name_a}") + _wrapped(f"B: {name_b}")
-    lines += _wrapped("Per cell: mean over seeds [95 % CI] n=seeds, B - A, and whether the two CIs are disjoint "
-                      "(with n = 1 on both sides there is no CI). Better: higher utility_acc; lower leakage, "
-                      "attack_acc, ssim, psnr (the attacker gets less).")
+    lines += _wrapped("Per cell: mean over seeds [95 % CI] n=seeds, B - A, and whether the two CIs are disjoint, "
+                      "tested only with two or more seeds on each side (a single seed has no CI: "
+                      f"'{NO_TEST}'). Better: higher utility_acc; lower leakage, attack_acc, ssim, psnr "
+                      "(the attacker gets less).")
     if m.empty:
         lines += ["", "no cell appears on both sides"]
     else:
@@ -28,18 +29,53 @@ def report(comparison: Comparison, name_a: str, name_b: str) -> list[str]:
     lines += _listing("only in B", comparison.only_b)
     lines += _listing("on different data (the data digests of one seed differ, e.g. two `folder` directories)",
                       comparison.different_data, digests=True)
+    lines += summary(m)
     lines.append("")
     if comparison.unchecked:
         lines += _wrapped(f"note: the data of {comparison.unchecked} compared cell(s) is unchecked: no run record "
                           "gives its digest on both sides for a common seed (a leaderboard CSV without the runs/ "
                           "directory beside it); two datasets of one name may differ in content")
     n_sig = int(m["significant"].sum()) if len(m) else 0
-    lines.append(f"{n_sig} of {len(m)} differences exceed the 95 % confidence intervals (disjoint CIs; "
-                 "none with n = 1 on both sides)")
+    n_untested = int((~m["tested"]).sum()) if len(m) else 0
+    lines.append(f"{n_sig} of {len(m)} differences exceed the 95 % confidence intervals (disjoint CIs"
+                 + (f"; {n_untested} with n = 1 on a side, not tested)" if n_untested else ")"))
     skipped = (len(comparison.only_a), len(comparison.only_b), len(comparison.different_data))
     if any(skipped):
         lines.append("not compared: {} cell(s) only in A, {} only in B, {} on different data (listed above)"
                      .format(*skipped))
+    return lines
+
+
+def summary(m: pd.DataFrame) -> list[str]:
+    """Per setup and pair of configurations: the designated model's utility, and the worst case over the
+    attackers both sides met (flagged cells, weak attacker or derivable task, do not count), each with its
+    verdict by the same test as a cell."""
+    if m.empty:
+        return []
+    m = m.assign(label_a=_labels(m, "_a"), label_b=_labels(m, "_b"), who=_attacker_labels(m))
+    lines = ["", "summary (B against A):"]
+    for key, g in m.groupby(SETUP + ["label_a", "label_b"], sort=True):
+        label_a, label_b = key[-2:]
+        pair = f"configuration {label_a}" if label_a == label_b else f"A {label_a}, B {label_b}"
+        lines += _wrapped(f"{_setup_text(dict(zip(SETUP, key)))}; {pair}", indent="  ")
+        util = g[(g.attacker == DESIGNATED) & (g.metric == UTILITY_METRIC)]
+        for r in util.itertuples(index=False):
+            lines += _wrapped(f"utility: A {_value(r.mean_a, r.ci95_low_a, r.ci95_high_a, r.n_a)}, "
+                              f"B {_value(r.mean_b, r.ci95_low_b, r.ci95_high_b, r.n_b)}, "
+                              f"B - A {_number_text(r.diff, signed=True)}: {r.verdict}", indent="    ")
+        counted = g[(g.metric == "leakage") & ~(g.weak_attacker_a | g.weak_attacker_b | g.derivable_a | g.derivable_b)]
+        if counted.empty:
+            lines += _wrapped("worst case: no attacker counted on both sides", indent="    ")
+            continue
+        a, b = counted.loc[counted.mean_a.idxmax()], counted.loc[counted.mean_b.idxmax()]
+        tested = a.n_a > 1 and b.n_b > 1
+        disjoint = b.ci95_low_b > a.ci95_high_a or b.ci95_high_b < a.ci95_low_a
+        diff = b.mean_b - a.mean_a
+        lines += _wrapped(f"worst case over {len(set(counted.who))} attacker(s) both met: "
+                          f"A {_value(a.mean_a, a.ci95_low_a, a.ci95_high_a, a.n_a)} ({a.who}), "
+                          f"B {_value(b.mean_b, b.ci95_low_b, b.ci95_high_b, b.n_b)} ({b.who}), "
+                          f"B - A {_number_text(diff, signed=True)}: "
+                          f"{verdict('leakage', diff, tested, tested and disjoint)}", indent="    ")
     return lines
 
 

@@ -22,6 +22,7 @@ from bench.results.keys import GROUP
 from bench.results.leaderboards import from_spreadsheet_safe
 from bench.results.records import load_runs
 from bench.results.tables import aggregate, long_table, worst_case
+from bench.views import missing_baselines
 
 DEFAULT_CLAIMS = Path("results/claims.csv")
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -36,7 +37,8 @@ PLOT_KINDS = ("tradeoff", "attackers", "sweep", "budget", "grid")
 def build_report(results_dir: Path, out_dir: Path | None = None, claims_path: Path | None = None) -> Path:
     """Write the site of `results_dir` into `out_dir` (default `<results_dir>/report`); the index.html path.
 
-    `claims_path`: the claims file (None: DEFAULT_CLAIMS when it exists, else no claims section).
+    `claims_path`: the claims file (None: DEFAULT_CLAIMS when it exists, else no claims section; the
+    default file's table is shown only when these results measure at least one of its claims).
     Everything that can be refused is checked before the first file is written.
     """
     results_dir = Path(results_dir)
@@ -57,8 +59,15 @@ def build_report(results_dir: Path, out_dir: Path | None = None, claims_path: Pa
                       if (tuning / "leaderboard_agg.csv").is_file() or (tuning / "runs").is_dir() else None)
         verdicts = judge(claims, {"main": labelled(agg),
                                   "tuning": labelled(tuning_agg) if tuning_agg is not None else None})
+    claims_note = ""
+    if claims_path is None and verdicts is not None and all(v.outcome == "not measured" for v in verdicts):
+        # A user's own results: a table of the seed papers' claims, every row "not measured", says nothing.
+        claims_note = (f"The seed papers' claims ({DEFAULT_CLAIMS}) concern configurations these results do not "
+                       "hold; none is judged here (the reference results' report judges them; --claims CSV "
+                       "judges claims of your own).")
+        verdicts = None
     plots = _plot_files(results_dir)
-    page = _render(results_dir, runs, labelled(agg), top, plots, verdicts)
+    page = _render(results_dir, runs, labelled(agg), top, plots, verdicts, claims_note)
     return write_site(out_dir, page, plots, {r["run_id"]: run_file(results_dir, r["run_id"]) for r in runs})
 
 
@@ -72,7 +81,11 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
                         flags=["weak_attacker", "derivable"])
         text = ["dataset", "config", "worst_attacker", "listed_apart", "baseline", "baseline_compared_over"]
         # A headline written before it stated its floor was made at the default one.
-        top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text + ["utility_floor"]])
+        optional = ["utility_floor", "baseline_source"]
+        top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text + optional])
+        # Written before baselines were borrowed from the reference results: every baseline was its own.
+        top["baseline_source"] = (from_spreadsheet_safe(top["baseline_source"]) if "baseline_source" in top
+                                  else "")
         top["utility_floor"] = (pd.to_numeric(top["utility_floor"], errors="coerce") if "utility_floor" in top
                                 else FLOOR)
         return agg, top
@@ -131,12 +144,13 @@ def _plot_files(results_dir: Path) -> list[Path]:
 
 
 def _render(results_dir: Path, runs: list[dict], agg: pd.DataFrame, top: pd.DataFrame, plots: list[Path],
-            verdicts) -> str:
+            verdicts, claims_note: str = "") -> str:
     import jinja2
 
     datasets = sorted(set(agg.dataset) | set(top.dataset) | {r["spec"]["dataset"] for r in runs})
     by_dataset = _plots_by_dataset(plots, datasets)
     sections = [{"name": ds, "anchor": _anchor(ds), "headline": _headline_rows(top[top.dataset == ds]),
+                 "notes": missing_baselines(top[top.dataset == ds]),
                  "plots": by_dataset.get(ds, []),
                  "attackers": _attacker_tables(agg[agg.dataset == ds], top[top.dataset == ds])}
                 for ds in datasets]
@@ -149,7 +163,8 @@ def _render(results_dir: Path, runs: list[dict], agg: pd.DataFrame, top: pd.Data
         generator=GENERATOR, results_dir=str(results_dir), n_runs=len(runs), statuses=statuses,
         latest=max((str(r.get("timestamp", "")) for r in runs), default=""),
         summary=[_summary_row(s) for s in sections], sections=sections,
-        general_plots=by_dataset.get(None, []), verdicts=verdicts, provenance=provenance_rows(runs),
+        general_plots=by_dataset.get(None, []), verdicts=verdicts, claims_note=claims_note,
+        provenance=provenance_rows(runs),
         floor=_floor(top))
 
 
@@ -190,7 +205,9 @@ def _baseline_cell(r: dict) -> str:
     """The matched baseline and its worst case; over a subset of attackers, which, and this row's worst there."""
     if not r["baseline"] or not finite(r["baseline_worst_leakage"]):
         return r["baseline"]
-    cell = f"{r['baseline']} ({format_number(r['baseline_worst_leakage'])}"
+    source = _text(r.get("baseline_source"))
+    cell = f"{r['baseline']} ({'from the ' + source + ', ' if source else ''}" \
+           f"{format_number(r['baseline_worst_leakage'])}"
     if r["baseline_compared_over"]:
         cell += (f" over {r['baseline_compared_over']}, where this configuration's worst is "
                  f"{format_number(r['worst_leakage_vs_baseline'])}")

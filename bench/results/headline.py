@@ -19,6 +19,10 @@ and inversion) the comparison names its attackers in `baseline_compared_over` an
 the configuration's own worst case over them in `worst_leakage_vs_baseline`, so two
 numbers over different attacker sets are never set side by side unmarked.
 Only `test` configurations appear; tuning runs on `val` never do.
+A baseline is matched within the configuration's dataset and setting (designated task, model,
+preset). Where a results dir holds no baseline of its own there (a user's dir with only their
+defense), one from another results dir on the same data may stand in (`other_baselines`,
+chosen by `bench.results.leaderboards`), named as such in `baseline_source`.
 """
 from __future__ import annotations
 
@@ -33,13 +37,49 @@ from bench.results.keys import CONFIG, spec_columns
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
-           "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_utility_ratio",
-           "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline", "utility_floor"]
+           "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_source",
+           "baseline_utility_ratio", "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline", "utility_floor"]
 
 
-def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: float = FLOOR) -> pd.DataFrame:
+# What a baseline taken from another results dir must share with the configurations it stands beside.
+SETTING = ["dataset", "target_task", "target_arch", "preset"]
+
+
+def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: float = FLOOR,
+             other_baselines: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ranking (see the module docstring). `other_baselines`: baseline configurations of another
+    results dir on the same data (`configurations` of it, with a `source` column), matched on a dataset
+    and setting where these results hold no baseline of their own; their source is named in
+    `baseline_source` ("" for a baseline of these results)."""
     if not 0 < floor <= 1:
         raise BenchError(f"utility floor {floor}: must be in (0, 1]")
+    table = configurations(worst, agg, runs)
+    if table.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    out = []
+    for dataset, g in table.groupby("dataset", sort=True):
+        everyone = set().union(*g.attackers)
+        g = g.assign(listed_apart=[_apart(a, everyone, r, floor) for a, r in zip(g.attackers, g.utility_ratio)])
+        baselines = g[[is_baseline(d) for d in g.defense]].assign(source="")
+        ranked = g[g.listed_apart == ""].sort_values(["worst_leakage", "config"], na_position="last")
+        ranked = ranked.assign(rank=range(1, len(ranked) + 1))
+        apart = g[g.listed_apart != ""].sort_values(["worst_leakage", "config"], na_position="last")
+        for part in (ranked, apart):
+            for r in part.to_dict("records"):
+                candidates = baselines[_same_setting(baselines, r)]
+                if candidates.empty and other_baselines is not None and not other_baselines.empty:
+                    candidates = other_baselines[_same_setting(other_baselines, r)]
+                out.append({**r, **_matched_baseline(r, candidates), "utility_floor": floor})
+    return pd.DataFrame(out)[COLUMNS].astype({"rank": "Int64"})
+
+
+def _same_setting(rows: pd.DataFrame, r: dict) -> list[bool]:
+    return [all(getattr(b, c) == r[c] for c in SETTING) for b in rows.itertuples(index=False)]
+
+
+def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
+    """One row per defense configuration scored on test: its label, utility ratio, worst case, the attackers
+    it was evaluated against (`attackers`) and the leakage its worst case counts per attacker (`leaks`)."""
     attempted: dict[tuple, set] = {}
     for r in runs:
         if r["status"] in ("ok", "not_applicable"):
@@ -56,22 +96,11 @@ def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: fl
                      "utility_acc": w.utility_acc, "utility_ratio": ratio, "worst_leakage": w.worst_leakage,
                      "worst_ci95_low": w.worst_ci95_low, "worst_ci95_high": w.worst_ci95_high,
                      "worst_attacker": w.worst_attacker, "n_seeds": w.n_seeds,
-                     "attackers": attempted.get(key, set()), "leaks": counted.get(key, {})})
-    if not rows:
-        return pd.DataFrame(columns=COLUMNS)
-    table = pd.DataFrame(rows)
-    out = []
-    for dataset, g in table.groupby("dataset", sort=True):
-        everyone = set().union(*g.attackers)
-        g = g.assign(listed_apart=[_apart(a, everyone, r, floor) for a, r in zip(g.attackers, g.utility_ratio)])
-        baselines = g[[_is_baseline(d) for d in g.defense]]
-        ranked = g[g.listed_apart == ""].sort_values(["worst_leakage", "config"], na_position="last")
-        ranked = ranked.assign(rank=range(1, len(ranked) + 1))
-        apart = g[g.listed_apart != ""].sort_values(["worst_leakage", "config"], na_position="last")
-        for part in (ranked, apart):
-            for r in part.to_dict("records"):
-                out.append({**r, **_matched_baseline(r, baselines), "utility_floor": floor})
-    return pd.DataFrame(out)[COLUMNS].astype({"rank": "Int64"})
+                     "attackers": attempted.get(key, set()), "leaks": counted.get(key, {}),
+                     **{c: getattr(w, c) for c in SETTING if c != "dataset"}})
+    return pd.DataFrame(rows, columns=["key", "dataset", "defense", "config", "utility_acc", "utility_ratio",
+                                       "worst_leakage", "worst_ci95_low", "worst_ci95_high", "worst_attacker",
+                                       "n_seeds", "attackers", "leaks", *SETTING[1:]])
 
 
 def _counted_leakage(agg: pd.DataFrame) -> dict[tuple, dict[str, float]]:
@@ -83,8 +112,8 @@ def _counted_leakage(agg: pd.DataFrame) -> dict[tuple, dict[str, float]]:
 def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
     """The baseline columns of `row`: among baselines at a utility ratio >= its own, the one compared
     over the most of its counted attackers, then with the lowest worst case over them."""
-    none = {"baseline": "", "baseline_utility_ratio": math.nan, "baseline_worst_leakage": math.nan,
-            "baseline_compared_over": "", "worst_leakage_vs_baseline": math.nan}
+    none = {"baseline": "", "baseline_source": "", "baseline_utility_ratio": math.nan,
+            "baseline_worst_leakage": math.nan, "baseline_compared_over": "", "worst_leakage_vs_baseline": math.nan}
     own = row["leaks"]
     candidates = []
     for b in baselines.to_dict("records"):
@@ -95,7 +124,7 @@ def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
     if not candidates:
         return none
     _, worst, config, common, b = min(candidates, key=lambda c: c[:3])
-    return {"baseline": config, "baseline_utility_ratio": b["utility_ratio"], "baseline_worst_leakage": worst,
+    return {"baseline": config, "baseline_source": b["source"], "baseline_utility_ratio": b["utility_ratio"], "baseline_worst_leakage": worst,
             "baseline_compared_over": "" if len(common) == len(own) else ", ".join(common),
             "worst_leakage_vs_baseline": max(own[a] for a in common)}
 
@@ -109,7 +138,13 @@ def _apart(attackers: set, everyone: set, ratio: float, floor: float) -> str:
     return ""
 
 
-def _is_baseline(defense: str) -> bool:
+def baseline_configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], source: str) -> pd.DataFrame:
+    """The baseline configurations among `configurations`, marked with `source` (where they come from)."""
+    table = configurations(worst, agg, runs)
+    return table[[is_baseline(d) for d in table.defense]].assign(source=source)
+
+
+def is_baseline(defense: str) -> bool:
     try:
         return bool(getattr(DEFENSES.get(defense), "baseline", False))
     except BenchError:  # a plugin no longer installed or broken: not known to be a baseline

@@ -13,24 +13,37 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.results.borrowed import borrowed_baselines
 from bench.results.headline import FLOOR, headline
 from bench.results.keys import BOOL_FLAGS, LONG_COLUMNS
-from bench.results.records import load_runs
-from bench.results.tables import aggregate, check_seeds_counted_once, long_table, worst_case
+from bench.results.records import load_runs, repository_reference
+from bench.results.tables import (
+    aggregate,
+    check_seeds_counted_once,
+    long_table,
+    worst_case,
+)
 from bench.storage import atomic_write_bytes
 
+# `reference` of `leaderboards`: the repository's reference results, wherever the harness runs from.
+REPOSITORY = "repository"
 
-def leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None) -> dict[str, pd.DataFrame]:
+
+def leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None,
+                 reference: Path | str | None = REPOSITORY) -> dict[str, pd.DataFrame]:
     """The four leaderboards (long, agg, worst, headline) of a results dir, computed, not written.
 
     `runs`: the records of `results_dir` if already loaded (`load_runs`), else they are loaded here;
-    `floor`: the headline's utility floor (default `headline.FLOOR`).
+    `floor`: the headline's utility floor (default `headline.FLOOR`); `reference`: the results dir whose
+    baselines stand in where `results_dir` has none on the same data (`bench.results.borrowed`; None: none).
     """
     runs = load_runs(Path(results_dir)) if runs is None else runs
     long = long_table(runs)
     agg = aggregate(long)
     worst = worst_case(agg)
-    top = headline(worst, agg, runs, FLOOR if floor is None else floor)
+    reference = repository_reference() if reference == REPOSITORY else reference
+    top = headline(worst, agg, runs, FLOOR if floor is None else floor,
+                   borrowed_baselines(runs, Path(results_dir), reference))
     return {"long": long, "agg": agg, "worst": worst, "headline": top}
 
 
@@ -38,9 +51,10 @@ LEADERBOARD_FILES = {"long": "leaderboard.csv", "agg": "leaderboard_agg.csv", "w
                      "headline": "leaderboard_headline.csv"}
 
 
-def write_leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None) -> dict[str, pd.DataFrame]:
+def write_leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None,
+                       reference: Path | str | None = REPOSITORY) -> dict[str, pd.DataFrame]:
     """Regenerate the leaderboard CSVs of `results_dir` from its records (see `leaderboards`)."""
-    tables = leaderboards(results_dir, runs, floor)
+    tables = leaderboards(results_dir, runs, floor, reference)
     for kind, name in LEADERBOARD_FILES.items():
         csv = spreadsheet_safe(tables[kind]).to_csv(index=False, float_format="%.6g")
         atomic_write_bytes(Path(results_dir) / name, csv.encode())

@@ -16,6 +16,12 @@ from bench.runspec import RunSpec
 from bench.storage import atomic_write_json
 
 
+def repository_reference() -> Path | None:
+    """The repository's reference results, when the harness runs from a checkout that has them."""
+    path = Path(__file__).resolve().parents[2] / "results" / "reference"
+    return path if (path / "runs").is_dir() else None
+
+
 def run_path(results_dir: Path, run_id: str) -> Path:
     return Path(results_dir) / "runs" / f"{run_id}.json"
 
