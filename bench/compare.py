@@ -30,7 +30,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.results import (GROUP, param_text, aggregate, changed_params, config_label, load_runs, long_table,
-                           read_long, read_run, run_path, setting_label)
+                           read_long, read_run, run_path, setting_label, table_labels)
 
 # What a side's configuration is (what `--a`/`--b` select); the rest of a leaderboard group is the cell.
 CONFIG_COLUMNS = ["defense", "defense_params", "max_release"]
@@ -143,7 +143,8 @@ def configurations(long: pd.DataFrame) -> pd.DataFrame:
     hyperparameter at its default is selected alone by `name()`, as the bare name means all of them.
     """
     configs = long[SELECTABLE].drop_duplicates().sort_values(SELECTABLE, ignore_index=True)
-    labels = [config_label(d, p) + setting_label(e, m)
+    unique = table_labels(zip(configs.defense, configs.defense_params))
+    labels = [unique[d, p] + setting_label(e, m)
               for d, p, e, m in zip(configs.defense, configs.defense_params, configs.eval_split, configs.max_release)]
     selectors = [label if label != d else f"{d}()" for label, d in zip(labels, configs.defense)]
     return configs.assign(label=labels, selector=selectors)

@@ -35,7 +35,7 @@ COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_l
 
 
 def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: float = FLOOR) -> pd.DataFrame:
-    from bench.results import CONFIG, _spec_columns, config_label, setting_label
+    from bench.results import CONFIG, _spec_columns, setting_label, table_labels
 
     if not 0 < floor <= 1:
         raise BenchError(f"utility floor {floor}: must be in (0, 1]")
@@ -47,11 +47,12 @@ def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: fl
     clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
     counted = _counted_leakage(agg)
     rows = []
+    labels = table_labels(zip(worst.defense, worst.defense_params))
     for w in worst[worst.eval_split == "test"].itertuples(index=False):
         key = tuple(getattr(w, c) for c in CONFIG)
         ratio = w.utility_acc / clean[key] if key in clean.index and clean[key] > 0 else math.nan
         rows.append({"key": key, "dataset": w.dataset, "defense": w.defense,
-                     "config": config_label(w.defense, w.defense_params) + setting_label(w.eval_split, w.max_release),
+                     "config": labels[w.defense, w.defense_params] + setting_label(w.eval_split, w.max_release),
                      "utility_acc": w.utility_acc, "utility_ratio": ratio, "worst_leakage": w.worst_leakage,
                      "worst_ci95_low": w.worst_ci95_low, "worst_ci95_high": w.worst_ci95_high,
                      "worst_attacker": w.worst_attacker, "n_seeds": w.n_seeds,
