@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results dir whose finished identity runs (same spec, same data) are taken instead of "
                         "recomputed (default: the repository's results/reference/)")
     r.add_argument("--no-reference", action="store_true", help="compute every identity run here")
+    r.add_argument("--keep-stale-code", action="store_true",
+                   help="count runs recorded by an earlier version of a plugin's code as done (default: they "
+                        "run again)")
     r.add_argument("--no-plots", action="store_true", help="skip writing plots after the run")
     r.set_defaults(func=cmd_run)
 
@@ -194,7 +197,8 @@ def cmd_run(args) -> int:
     specs = plan_specs(args)
     env = Env(results_dir=args.results_dir, data_dir=str(args.data_dir) if args.data_dir else None,
               device=args.device, jobs=args.jobs, timeout=args.timeout, precision=args.precision,
-              reference=None if args.no_reference else (args.reference or repository_reference()))
+              reference=None if args.no_reference else (args.reference or repository_reference()),
+              keep_stale_code=args.keep_stale_code)
     # Flushed: stdout to a file is block-buffered, and a log must show at once that the sweep began.
     print(f"{len(specs)} run(s) requested on {args.dataset}, preset {args.preset} (identity calibration runs "
           "added as needed)", flush=True)

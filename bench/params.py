@@ -38,6 +38,34 @@ def changed_params(name: str, params_json: str, registry=None) -> dict:
     return {k: v for k, v in params.items() if k not in defaults or json.dumps(defaults[k]) != json.dumps(v)}
 
 
+def table_labels(pairs, registry=None) -> dict[tuple[str, str], str]:
+    """{(name, params_json): label} for the configurations of one table, no two sharing a label.
+
+    `config_label` names what differs from the plugin's defaults *today*. Two configurations can
+    still read alike: a default that changed between their runs leaves one of them without the
+    hyperparameter (it ran before the plugin had it), or two values round to one text. Those then
+    show every hyperparameter they differ in, at full precision (`unset` where one has none), so
+    one table never shows one label for two configurations.
+    """
+    registry = registry or DEFENSES
+    labels = {pair: config_label(*pair, registry) for pair in dict.fromkeys(pairs)}
+    groups: dict[str, list] = {}
+    for pair, label in labels.items():
+        groups.setdefault(label, []).append(pair)
+    for label, same in groups.items():
+        if len(same) < 2:
+            continue
+        params = [json.loads(p) if p else {} for _, p in same]
+        differ = sorted({k for p in params for k in p
+                         if len({json.dumps(q.get(k), sort_keys=True) for q in params}) > 1})
+        for (name, params_json), p in zip(same, params):
+            shown = {**changed_params(name, params_json, registry), **{k: p.get(k) for k in differ}}
+            text = ", ".join(f"{k}={'unset' if k not in p else json.dumps(v) if k in differ else param_text(v)}"
+                             for k, v in sorted(shown.items()))
+            labels[(name, params_json)] = f"{name}({text})"
+    return labels
+
+
 def recorded_params(name: str, params: dict, registry=None) -> dict:
     """A run record's hyperparameters, with any added since it was written set to the value it ran with."""
     try:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench import metrics as M
-from bench import precision, progress
+from bench import code_digest, precision, progress
 from bench.artifacts import Artifacts
 from bench.data.base import ImageDataset
 from bench.data.digest import content_digest
@@ -160,7 +160,7 @@ class Stage:
         s = self.spec
         key = {"schema": SCHEMA, "dataset": s.dataset, "dataset_params": s.dataset_params,
                "splits": self.model_splits.digest(), "data": self.data_digest, "train": asdict(self.train),
-               "seed": s.seed}
+               "seed": s.seed, "harness": code_digest.harness_digest()}
         # Every artifact is computed at one precision, and a record states it: a bf16 run never reuses an
         # fp32 model (or the reverse). fp32 keys stay what they were before precision was recorded.
         if precision.active(self.device) != "fp32":
@@ -198,7 +198,9 @@ class Stage:
         return model.to(self.device).eval()
 
     def defense_key(self) -> dict:
-        return {**self.target_key(), "defense": self.spec.defense, "defense_params": self.spec.defense_params}
+        # The defense's code: an edited plugin never reuses a fit or release its old code made.
+        return {**self.target_key(), "defense": self.spec.defense, "defense_params": self.spec.defense_params,
+                "defense_code": code_digest.plugin_digest("defense", self.spec.defense)}
 
     def data_spec(self) -> DataSpec:
         t = self.spec.target_task

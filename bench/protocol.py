@@ -124,7 +124,13 @@ class Defense(Plugin):
         self._attach(target, data.device, data.spec)
         torch.manual_seed(seed)  # the modules' initial weights, so that a seed fixes the whole fit
         self._build(data.spec)
+        built = set(self._modules())
         self._fit(data, seed=seed)
+        # A fitted defense is restored by `_build` then `load_state_dict`: a module `_fit` created would
+        # have no module to load into. Said now, at the fit, rather than at the first restore.
+        late = sorted(set(self._modules()) - built)
+        if late:
+            raise ContractError(self._module_outside_build(late[0], "_fit created it"))
         return self
 
     def restore(self, state: dict, target: nn.Module, spec: DataSpec, device: torch.device) -> "Defense":
@@ -172,8 +178,16 @@ class Defense(Plugin):
         for key, value in state.items():
             if key in modules:
                 modules[key].load_state_dict(value)
-            else:
+            elif isinstance(value, torch.Tensor):
                 setattr(self, key, value.to(self.device_))
+            else:  # a module's weights, but `_build` made no module to load them into
+                raise ContractError(self._module_outside_build(key, "the fitted state holds its weights"))
+
+    def _module_outside_build(self, attr: str, how: str) -> str:
+        return (f"defense {self.name!r} ({type(self).__module__}.{type(self).__qualname__}): module {attr} is not "
+                f"created by _build ({how}), so a fitted defense cannot be restored from the cache; create every "
+                f"module (attribute ending in _) in _build(self, spec), which runs before _fit and again on "
+                f"restore, and only train it in _fit (docs/plugins.md)")
 
     # --- what a defense implements -------------------------------------------------
     def _build(self, spec: DataSpec) -> None:

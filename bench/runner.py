@@ -44,7 +44,7 @@ from typing import Callable
 import torch
 from joblib import delayed
 
-from bench import cores, precision
+from bench import code_digest, cores, precision
 from bench import metrics as M
 from bench import progress as stage_lines
 from bench.artifacts import Artifacts
@@ -90,6 +90,8 @@ class Env:
     # A results dir whose finished identity runs are taken instead of recomputed (matched by run_id, i.e.
     # by spec, and by data digest); None: compute every identity run here.
     reference: Path | None = None
+    # Records made by other code of their plugins count as done (`code_digest.changed`); default: they rerun.
+    keep_stale_code: bool = False
 
 
 @dataclass
@@ -190,18 +192,26 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     # The data as it is now: a record or artifact computed on other content is never reused.
     forget_loaded_data()
     digests = {s.run_id: data_digest(s, env.data_dir) for s in identity + others}
+    # The code as it is now: a record or artifact made by other code of its plugins is not reused.
+    code_digest.forget()
+    legacy = code_digest.legacy_digests(env.results_dir)
     recorded = {r["run_id"]: r for r in runs}
     summary = Summary()
     todo, stale, taken = [], [], []
+    old_code: dict[tuple[str, str], int] = {}   # (kind, name) -> finished records made by other code of it
     for s in identity + others:
         record = recorded.get(s.run_id)
-        if _finished(record, digests[s.run_id]):
+        done = _finished(record, digests[s.run_id])
+        code = code_digest.changed(record, code_digest.run_digests(s), legacy) if done else []
+        for plugin in code:
+            old_code[plugin] = old_code.get(plugin, 0) + 1
+        if done and (not code or env.keep_stale_code):
             summary.add("skipped", s.label(), None)
         elif s.defense == "identity" and (found := reference_record(s, env, digests[s.run_id])) is not None:
             taken.append(found)
         else:
             todo.append(s)
-            if record is not None and record["status"] in FINISHED:
+            if record is not None and record["status"] in FINISHED and not done:
                 stale.append((s, record.get("data_digest")))
     # The dataset as it is now, beside the records that stay: one version per results dir and dataset.
     versions = {s.run_id: dataset_digest(s, env.data_dir) for s in todo}
@@ -215,6 +225,11 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     check_one_data_version(list(final.values()), [labels[i] for i in final],
                            remedy="run the recorded ones again with these (they are redone on the data as it is "
                                   "now), or use another --results-dir")
+    for (kind, name), n in sorted(old_code.items()):
+        what = ("kept as done (--keep-stale-code)" if env.keep_stale_code
+                else "they run again (--keep-stale-code keeps them)")
+        print(f"note: {kind} {name}: code changed since {n} record(s) in {env.results_dir} were made; {what}",
+              file=sys.stderr, flush=True)
     for record in taken:   # only now: a refused command leaves the results dir as it was
         take_reference(record, env)
         summary.add("taken", RunSpec.from_dict(record["spec"]).label(), None)
@@ -261,7 +276,14 @@ def reference_record(spec: RunSpec, env: Env, digest: str) -> dict | None:
     record = read_run(Path(reference), spec.run_id)
     if not _finished(record, digest):
         return None
-    return {**record, "taken_from": {"results_dir": str(Path(reference).resolve()), "run_id": spec.run_id}}
+    legacy = code_digest.legacy_digests(Path(reference))
+    if code_digest.changed(record, code_digest.run_digests(spec), legacy):
+        return None
+    taken = {**record, "taken_from": {"results_dir": str(Path(reference).resolve()), "run_id": spec.run_id}}
+    if "code_digests" not in record:
+        # What the reference says made it: in this results dir, which has no such file, it is judged by these.
+        taken["code_digests"] = {kind: legacy.get(kind, {}).get(spec.to_dict()[kind]) for kind in code_digest.KINDS}
+    return taken
 
 
 def take_reference(record: dict, env: Env) -> None:
@@ -319,6 +341,8 @@ def _prepare(spec: RunSpec, env: Env, splits: tuple[str, ...] = RELEASED_SPLITS,
 
 
 def _prepare_here(spec: RunSpec, env: Env, splits: tuple[str, ...], digest: str | None) -> tuple[str, str] | None:
+    # A worker lives across sweeps (loky reuses its processes): code edited since its last job is read anew.
+    code_digest.forget()
     device, artifacts = _worker_setup(env)
     try:
         with time_limit(env.timeout), stage_lines.job(_preparation_label(spec)):
@@ -364,11 +388,15 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
     """Run `spec` on the data whose content digest is `digest` (None: whatever the data is now)."""
     if digest is None:
         digest = data_digest(spec, env.data_dir)
+    code_digest.forget()   # as in `_prepare_here`
+    code = code_digest.run_digests(spec)
     # Another sweep sharing this results dir may have finished the run since this one was planned.
-    if _finished(read_run(env.results_dir, spec.run_id), digest):
+    earlier = read_run(env.results_dir, spec.run_id)
+    if _finished(earlier, digest) and not code_digest.changed(earlier, code,
+                                                              code_digest.legacy_digests(env.results_dir)):
         return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
-    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest,
+    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest, "code_digests": code,
               "dataset_digest": None, "device": str(device),
               "precision": precision.active(device),
               "versions": versions(), "git_commit": git_commit(), "preset": spec.preset}

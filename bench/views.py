@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.params import config_label, setting_label
+from bench.params import setting_label, table_labels
 from bench.registry import ATTACKERS, DEFENSES
 
 PER_ATTACKER_METRICS = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance",
@@ -25,9 +25,11 @@ def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:
         keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}
         view = view[[(d, a, ds) in keep for d, a, ds in zip(view.defense, view.attacker, view.dataset)]]
     # Attackers are labelled with their non-default settings too: two settings are two rows, never merged.
-    view = view.assign(config=[config_label(d, p) + setting_label(e, m)
+    configs = table_labels(zip(view.defense, view.defense_params))
+    attackers = table_labels(zip(view.attacker, view.attacker_params), ATTACKERS)
+    view = view.assign(config=[configs[d, p] + setting_label(e, m)
                                for d, p, e, m in zip(view.defense, view.defense_params, view.eval_split, view.max_release)],
-                       attacker=[config_label(a, p, ATTACKERS) for a, p in zip(view.attacker, view.attacker_params)])
+                       attacker=[attackers[a, p] for a, p in zip(view.attacker, view.attacker_params)])
     index = ["dataset", "config", "attacker", "attack_task"]
     table = view.pivot_table(index=index, columns="metric", values="mean", aggfunc="first")
     table["n_seeds"] = view.groupby(index)["n"].max()
@@ -35,7 +37,8 @@ def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:
 
 
 def worst(worst_table: pd.DataFrame) -> pd.DataFrame:
-    w = worst_table.assign(config=[config_label(d, p) for d, p in zip(worst_table.defense, worst_table.defense_params)])
+    labels = table_labels(zip(worst_table.defense, worst_table.defense_params))
+    w = worst_table.assign(config=[labels[d, p] for d, p in zip(worst_table.defense, worst_table.defense_params)])
     first = ["dataset", "config"]
     return w[first + [c for c in w.columns if c not in first + ["defense", "defense_params"]]]
 

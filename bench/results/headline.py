@@ -31,14 +31,15 @@ import math
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.params import config_label, setting_label
+from bench.params import setting_label, table_labels
 from bench.registry import DEFENSES
 from bench.results.keys import CONFIG, spec_columns
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
            "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_source",
-           "baseline_utility_ratio", "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline", "utility_floor"]
+           "baseline_utility_ratio", "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline",
+           "utility_floor"]
 
 
 # What a baseline taken from another results dir must share with the configurations it stands beside.
@@ -88,11 +89,12 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
     clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
     counted = _counted_leakage(agg)
     rows = []
+    labels = table_labels(zip(worst.defense, worst.defense_params))
     for w in worst[worst.eval_split == "test"].itertuples(index=False):
         key = tuple(getattr(w, c) for c in CONFIG)
         ratio = w.utility_acc / clean[key] if key in clean.index and clean[key] > 0 else math.nan
         rows.append({"key": key, "dataset": w.dataset, "defense": w.defense,
-                     "config": config_label(w.defense, w.defense_params) + setting_label(w.eval_split, w.max_release),
+                     "config": labels[w.defense, w.defense_params] + setting_label(w.eval_split, w.max_release),
                      "utility_acc": w.utility_acc, "utility_ratio": ratio, "worst_leakage": w.worst_leakage,
                      "worst_ci95_low": w.worst_ci95_low, "worst_ci95_high": w.worst_ci95_high,
                      "worst_attacker": w.worst_attacker, "n_seeds": w.n_seeds,

@@ -37,6 +37,8 @@ SPEC_TEXT = ("defense", "attacker", "dataset", "target_task", "attack_task", "ta
 SPEC_PARAMS = ("defense_params", "attacker_params", "dataset_params")
 SPEC_OPTIONAL = ("eval_split", "max_release")
 _FIX = "move it out of the runs/ directory or delete it"
+# The plugins whose code a record names (`code_digests`, bench.code_digest), beside the harness's.
+CODE_KINDS = ("defense", "attacker", "dataset")
 
 
 def read_run(results_dir: Path, run_id: str) -> dict | None:
@@ -167,6 +169,11 @@ def validate_record(record, path: Path) -> dict:
     for k in ("data_digest", "dataset_digest"):   # null: not known (a record of a run that never reached its data)
         if record.get(k) is not None and not (isinstance(record[k], str) and record[k]):
             raise bad(f"{k} is {_show(record[k])}, not a digest")
+    code = record.get("code_digests")   # absent: written before records named the code that made them
+    if code is not None:
+        ok = isinstance(code, dict) and all(isinstance(v, str) and v or v is None for v in code.values())
+        if not ok or not set(CODE_KINDS) <= set(code):
+            raise bad(f"code_digests is {_show(code)}, not an object of {', '.join(CODE_KINDS)} -> digest or null")
     if "precision" in record and record["precision"] not in RESOLVED_PRECISIONS:
         raise bad(f"precision is {_show(record['precision'])}; valid: {', '.join(RESOLVED_PRECISIONS)}")
     expected = RunSpec.from_dict(spec).run_id
