@@ -48,13 +48,14 @@ from bench import cores, precision
 from bench import metrics as M
 from bench import progress as stage_lines
 from bench.artifacts import Artifacts
-from bench.errors import NotApplicable, one_line
+from bench.errors import BenchError, NotApplicable, one_line
 from bench.jobs import TimedOut, check_timeout_supported, run_parallel, time_limit
 from bench.params import config_label
 from bench.pipeline import (
     RELEASED_SPLITS,
     Stage,
     data_digest,
+    data_name,
     dataset_digest,
     forget_loaded_data,
     released_splits,
@@ -190,6 +191,8 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     # The data as it is now: a record or artifact computed on other content is never reused.
     forget_loaded_data()
     digests = {s.run_id: data_digest(s, env.data_dir) for s in identity + others}
+    names = {s.run_id: data_name(s, env.data_dir) for s in identity + others}
+    named = {i: {"data_name": n} if n is not None else {} for i, n in names.items()}
     recorded = {r["run_id"]: r for r in runs}
     summary = Summary()
     todo, stale, taken = [], [], []
@@ -198,17 +201,18 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
         if _finished(record, digests[s.run_id]):
             summary.add("skipped", s.label(), None)
         elif s.defense == "identity" and (found := reference_record(s, env, digests[s.run_id])) is not None:
-            taken.append(found)
+            taken.append({**found, **named[s.run_id]})   # the same content, labelled by the directory read now
         else:
             todo.append(s)
             if record is not None and record["status"] in FINISHED:
+                check_same_directory(record, names[s.run_id], env)
                 stale.append((s, record.get("data_digest")))
     # The dataset as it is now, beside the records that stay: one version per results dir and dataset.
     versions = {s.run_id: dataset_digest(s, env.data_dir) for s in todo}
     final = {r["run_id"]: r for r in runs}
     final.update({r["run_id"]: r for r in taken})
     final.update({s.run_id: {"run_id": s.run_id, "spec": s.to_dict(), "status": "ok",
-                             "dataset_digest": versions[s.run_id]} for s in todo})
+                             "dataset_digest": versions[s.run_id], **named[s.run_id]} for s in todo})
     labels = {r["run_id"]: str(run_path(env.results_dir, r["run_id"])) for r in runs}
     labels.update({r["run_id"]: f"{r['taken_from']['results_dir']}/runs/{r['run_id']}.json" for r in taken})
     labels.update({s.run_id: f"the planned run {s.label()}" for s in todo})
@@ -268,6 +272,17 @@ def reference_record(spec: RunSpec, env: Env, digest: str) -> dict | None:
     if not _finished(record, digest):
         return None
     return {**record, "taken_from": {"results_dir": str(Path(reference).resolve()), "run_id": spec.run_id}}
+
+
+def check_same_directory(record: dict, name: str | None, env: Env) -> None:
+    """Refuse to redo a recorded run on data from another directory: a run_id does not name the directory,
+    so the new record would replace the other folder's in place of standing beside it."""
+    if record.get("data_name") is not None and name is not None and record["data_name"] != name:
+        spec = RunSpec.from_dict(record["spec"])
+        raise BenchError(f"{run_path(env.results_dir, record['run_id'])} holds {spec.label()} computed on "
+                         f"directory '{record['data_name']}'; this command would redo it on '{name}' ({env.data_dir}) and "
+                         "replace it: one results dir keeps one directory's run of each spec; use another "
+                         "--results-dir (or move that record out of runs/ to redo it)")
 
 
 def take_reference(record: dict, env: Env) -> None:
@@ -384,6 +399,8 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
         if prep_error is not None:
             raise PreparationFailed(*prep_error)
         record["dataset_digest"] = dataset_digest(spec, env.data_dir)
+        if (name := data_name(spec, env.data_dir)) is not None:
+            record["data_name"] = name
         ident = None
         if spec.defense != "identity":
             # Checked before the attack: without its calibration twin a defended run has no leakage.

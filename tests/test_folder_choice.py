@@ -6,6 +6,8 @@ trains to below chance. A default task has few classes with enough training imag
 (`bench.data.folder.RULE`); a command says in one line which tasks it uses, from the flags or by
 default, and at which image size; and two folders in one results dir are two rows of a table.
 """
+import csv
+import json
 import sys
 from pathlib import Path
 
@@ -152,3 +154,62 @@ def test_the_loader_loads_without_a_word(tmp_path, capsys):
     data = Folder().load(_faces(tmp_path))
     assert (data.default_task, data.private_task) == ("gender", "race")
     assert capsys.readouterr().out == ""
+
+
+# --- labels in tables ---------------------------------------------------------------------------
+def _leaderboard(res: Path) -> list[dict]:
+    with open(res / "leaderboard.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _run(main_inprocess, data: Path, res: Path, *flags):
+    return main_inprocess("run", "--dataset", "folder", "--preset", "smoke", "--attacker", "adaptive", "--no-plots",
+                          "--results-dir", res, "--data-dir", data, *flags)
+
+
+def test_two_folders_in_one_results_dir_are_two_labels(tmp_path, main_inprocess, isolated_cache):
+    res = tmp_path / "results"
+    faces = _faces(tmp_path / "a", header="file,gender", name="faces")
+    cats = _faces(tmp_path / "b", header="file,kind", name="cats")
+    for data in (faces, cats):
+        out = _run(main_inprocess, data, res)
+        assert out.returncode == 0, out.stdout + out.stderr
+    records = [json.loads(p.read_text()) for p in (res / "runs").glob("*.json")]
+    labels = {f"folder:{r['data_name']}@{r['dataset_digest'][:8]}" for r in records}
+    assert {r["data_name"] for r in records} == {"faces", "cats"} and len(labels) == 2
+    assert {row["dataset"] for row in _leaderboard(res)} == labels
+
+    # A record written before the directory was recorded still loads, under the plain name.
+    path = next(p for p in (res / "runs").glob("*.json") if json.loads(p.read_text())["data_name"] == "cats")
+    record = json.loads(path.read_text())
+    del record["data_name"]
+    path.write_text(json.dumps(record))
+    out = main_inprocess("leaderboard", "--results-dir", res)
+    assert out.returncode == 0, out.stderr
+    assert {row["dataset"] for row in _leaderboard(res)} == {"folder"} | {x for x in labels if ":faces@" in x}
+
+
+def test_another_folder_with_the_same_runs_does_not_replace_the_first(tmp_path, main_inprocess, isolated_cache):
+    res = tmp_path / "results"
+    faces = _faces(tmp_path / "a", header="file,gender", name="faces")
+    other = _faces(tmp_path / "b", header="file,gender", name="other")
+    (other / "a00.png").write_bytes((other / "a01.png").read_bytes())   # other content, same columns
+    assert _run(main_inprocess, faces, res).returncode == 0
+    before = {p: p.read_bytes() for p in (res / "runs").glob("*.json")}
+    out = _run(main_inprocess, other, res)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "'faces'" in out.stderr and "'other'" in out.stderr and "--results-dir" in out.stderr
+    assert {p: p.read_bytes() for p in (res / "runs").glob("*.json")} == before
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a$b", "x" * 65, 3])
+def test_a_record_whose_directory_name_is_no_plain_name_is_refused(tmp_path, name):
+    from bench.errors import BenchError
+    from bench.results.records import load_runs
+    from hostile import REFERENCE_RECORD
+
+    (tmp_path / "runs").mkdir()
+    record = {**json.loads(REFERENCE_RECORD.read_text()), "data_name": name}
+    (tmp_path / "runs" / REFERENCE_RECORD.name).write_text(json.dumps(record))
+    with pytest.raises(BenchError, match="data_name"):
+        load_runs(tmp_path)
