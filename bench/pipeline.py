@@ -76,6 +76,12 @@ def dataset_digest(spec: RunSpec, data_dir: str | None) -> str:
     return _dataset_digest(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir)
 
 
+def data_name(spec: RunSpec, data_dir: str | None) -> str | None:
+    """The name of the directory a dataset of the user's own files came from (`folder`), which its records
+    keep to label it; None for a built-in dataset, whose name says which it is."""
+    return load_dataset(spec.dataset, tuple(sorted(spec.dataset_params.items())), data_dir).meta.get("name")
+
+
 def forget_loaded_data() -> None:
     """Drop this process's decoded datasets and their digests: the next use reads the source again.
 

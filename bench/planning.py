@@ -116,8 +116,8 @@ def plan_specs(args) -> list:
     ds_configs = configurations(DATASETS, args.dataset, sets.get(args.dataset, {}))
     ds_params = ds_configs[0]
     data = load_dataset(args.dataset, tuple(sorted(ds_params.items())), str(args.data_dir) if args.data_dir else None)
-    target_task = data.check_task(args.target_task or data.default_task)
-    private_task = args.private_task or data.private_task
+    tasks = DATASETS.get(args.dataset).resolve_tasks(data, args.target_task, args.private_task)
+    target_task, private_task = tasks.target, tasks.private
     dataset_defaults = DATASETS.get(args.dataset).plugin_overrides.get(args.preset, {})
 
     def plugin_defaults(name: str) -> dict:
@@ -160,8 +160,21 @@ def plan_specs(args) -> list:
                              f"smaller preset (smoke)")
     for note in dict.fromkeys(_size_notes(specs, sizes)):
         print(f"note: {note}", file=sys.stderr, flush=True)
+    _say(tasks)
     # `--set x.p=1,1.0` names one configuration twice: it is one run.
     return list({s.run_id: s for s in specs}.values())
+
+
+# What this process has already said: a notebook or a test plans many commands on one dataset.
+_said: set[str] = set()
+
+
+def _say(tasks) -> None:
+    """The dataset's line on the tasks a command uses (stdout: stderr is for errors) and any warning, once each."""
+    for line, stream in [(tasks.said, sys.stdout), *((f"warning: {w}", sys.stderr) for w in tasks.warnings)]:
+        if line and line not in _said:
+            _said.add(line)
+            print(line, file=stream, flush=True)
 
 
 def _size_notes(specs: list, sizes: dict[int, dict[str, int]]):

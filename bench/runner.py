@@ -30,9 +30,7 @@ runs agree only to within noise.
 from __future__ import annotations
 
 import json
-import platform
 import re
-import subprocess
 import sys
 import time
 import traceback
@@ -48,13 +46,14 @@ from bench import code_digest, cores, precision
 from bench import metrics as M
 from bench import progress as stage_lines
 from bench.artifacts import Artifacts
-from bench.errors import NotApplicable, one_line
+from bench.errors import BenchError, NotApplicable, one_line
 from bench.jobs import TimedOut, check_timeout_supported, run_parallel, time_limit
 from bench.params import config_label
 from bench.pipeline import (
     RELEASED_SPLITS,
     Stage,
     data_digest,
+    data_name,
     dataset_digest,
     forget_loaded_data,
     released_splits,
@@ -71,6 +70,7 @@ from bench.results.records import (
     write_run,
 )
 from bench.runspec import RunSpec
+from bench.software import git_commit, versions
 from bench.storage import StorageError, atomic_write_bytes, digest_json
 from bench.training import resolve_device
 
@@ -195,6 +195,8 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     # The code as it is now: a record or artifact made by other code of its plugins is not reused.
     code_digest.forget()
     legacy = code_digest.legacy_digests(env.results_dir)
+    names = {s.run_id: data_name(s, env.data_dir) for s in identity + others}
+    named = {i: {"data_name": n} if n is not None else {} for i, n in names.items()}
     recorded = {r["run_id"]: r for r in runs}
     summary = Summary()
     todo, stale, taken = [], [], []
@@ -208,9 +210,11 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
         if done and (not code or env.keep_stale_code):
             summary.add("skipped", s.label(), None)
         elif s.defense == "identity" and (found := reference_record(s, env, digests[s.run_id])) is not None:
-            taken.append(found)
+            taken.append({**found, **named[s.run_id]})   # the same content, labelled by the directory read now
         else:
             todo.append(s)
+            if record is not None and record["status"] in FINISHED:
+                check_same_directory(record, names[s.run_id], env)
             if record is not None and record["status"] in FINISHED and not done:
                 stale.append((s, record.get("data_digest")))
     # The dataset as it is now, beside the records that stay: one version per results dir and dataset.
@@ -218,7 +222,7 @@ def execute(specs: list[RunSpec], env: Env, progress: Callable[[RunFinished], No
     final = {r["run_id"]: r for r in runs}
     final.update({r["run_id"]: r for r in taken})
     final.update({s.run_id: {"run_id": s.run_id, "spec": s.to_dict(), "status": "ok",
-                             "dataset_digest": versions[s.run_id]} for s in todo})
+                             "dataset_digest": versions[s.run_id], **named[s.run_id]} for s in todo})
     labels = {r["run_id"]: str(run_path(env.results_dir, r["run_id"])) for r in runs}
     labels.update({r["run_id"]: f"{r['taken_from']['results_dir']}/runs/{r['run_id']}.json" for r in taken})
     labels.update({s.run_id: f"the planned run {s.label()}" for s in todo})
@@ -284,6 +288,17 @@ def reference_record(spec: RunSpec, env: Env, digest: str) -> dict | None:
         # What the reference says made it: in this results dir, which has no such file, it is judged by these.
         taken["code_digests"] = {kind: legacy.get(kind, {}).get(spec.to_dict()[kind]) for kind in code_digest.KINDS}
     return taken
+
+
+def check_same_directory(record: dict, name: str | None, env: Env) -> None:
+    """Refuse to redo a recorded run on data from another directory: a run_id does not name the directory,
+    so the new record would replace the other folder's in place of standing beside it."""
+    if record.get("data_name") is not None and name is not None and record["data_name"] != name:
+        spec = RunSpec.from_dict(record["spec"])
+        raise BenchError(f"{run_path(env.results_dir, record['run_id'])} holds {spec.label()} computed on "
+                         f"directory '{record['data_name']}'; this command would redo it on '{name}' ({env.data_dir}) and "
+                         "replace it: one results dir keeps one directory's run of each spec; use another "
+                         "--results-dir (or move that record out of runs/ to redo it)")
 
 
 def take_reference(record: dict, env: Env) -> None:
@@ -406,6 +421,8 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
         if prep_error is not None:
             raise PreparationFailed(*prep_error)
         record["dataset_digest"] = dataset_digest(spec, env.data_dir)
+        if (name := data_name(spec, env.data_dir)) is not None:
+            record["data_name"] = name
         ident = None
         if spec.defense != "identity":
             # Checked before the attack: without its calibration twin a defended run has no leakage.
@@ -464,27 +481,3 @@ class PreparationFailed(Exception):
     def __init__(self, reason: str, tb: str):
         super().__init__(reason)
         self.reason, self.traceback = reason, tb
-
-
-def versions() -> dict:
-    # The installed distributions' versions (what `import timm; timm.__version__` gives) without importing
-    # timm, which costs ~2 s in every worker that writes a record.
-    from importlib.metadata import version
-
-    import bench
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": version("timm"),
-            "joblib": version("joblib"), "bench": getattr(bench, "__version__", "0")}
-
-
-def git_commit() -> str | None:
-    """The harness's commit, with `-dirty` when its working tree has uncommitted changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
-        # --no-optional-locks: a run killed mid-status must not leave the checkout's index.lock behind.
-        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, cwd=here)
-    except (OSError, subprocess.TimeoutExpired):  # not a git checkout (an installed wheel): nothing to record
-        return None
-    commit = head.stdout.strip()
-    return (commit + ("-dirty" if dirty.stdout.strip() else "")) if commit else None

@@ -25,10 +25,10 @@ def _png(path: Path, value: int = 0, size: int = 16):
 
 
 def _tree(tmp: Path, rows: list[str] | None = None, header: str = "file,label", n: int = N) -> list[str]:
-    """Images a00.png .. in {data} (grey levels 10 apart), one in {outside}; labels.csv from `rows`."""
+    """Images a00.png .. in {data} (grey levels 10 apart, modulo 256), one in {outside}; labels.csv from `rows`."""
     names = [f"a{i:02d}.png" for i in range(n)]
     for i, name in enumerate(names):
-        _png(tmp / "data" / name, 10 * i)
+        _png(tmp / "data" / name, 10 * i % 256)
     _png(tmp / "outside" / "x.png", 200)
     if rows is None:
         rows = [f"{name},{'cat' if i % 2 else 'dog'}" for i, name in enumerate(names)]

@@ -181,7 +181,9 @@ def test_folder_labels_and_mixed_sizes(tmp_path):
     assert ds.images.shape == (4, 3, 16, 16)
     assert ds.classes["kind"] == ["cat", "dog"] and ds.labels["kind"].tolist() == [0, 1, 0, 1]
     assert ds.classes["score"] == ["2", "3", "10"] and ds.labels["score"].tolist() == [1, 2, 1, 0]  # numeric order
-    assert ds.default_task == "kind" and ds.private_task == "score"
+    # Three training images are too few for a default task (bench.data.folder.RULE): --target-task picks one.
+    assert ds.default_task is None and ds.private_task is None
+    assert ds.meta["unsuitable"]["kind"] == "2 classes, 1.5 training images per class, fewer than 5"
     assert len(ds.test_idx) == 1 and len(ds.train_idx) == 3
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.compare.cells import compare_sides
-from bench.compare.sides import (Selection, Side, only_dataset, parse_selection, read_leaderboard, read_results_dir,
-                                 select)
+from bench.compare.sides import (Selection, Side, of_dataset, only_dataset, parse_selection, read_leaderboard,
+                                 read_results_dir, select)
 from bench.compare.text import report
 from bench.errors import BenchError
 from bench.results.records import repository_reference
@@ -40,7 +40,7 @@ def compare_command(leaderboards: list[Path], results_dir: Path | None, a: str |
         side_a = side_b = read_results_dir(results_dir if results_dir is not None else Path("results/local"))
     if dataset is not None:
         present = set(side_a.long["dataset"]) | set(side_b.long["dataset"])
-        if dataset not in present:
+        if not any(of_dataset(d, dataset) for d in present):
             raise BenchError(f"--dataset {dataset!r}: no run on it; valid choices: {', '.join(sorted(present))}")
         side_a, side_b = only_dataset(side_a, dataset), only_dataset(side_b, dataset)
     if selections is not None:

@@ -72,7 +72,13 @@ def _digest_of(record: dict, path: Path) -> str | None:
 
 
 def only_dataset(side: Side, dataset: str) -> Side:
-    return Side(side.name, side.long[side.long["dataset"] == dataset])
+    """The runs on `dataset`: a label as the leaderboard prints it, or a plain name, which takes every
+    directory of that dataset (`folder` is `folder:faces@1a2b3c4d` and `folder:cats@...`)."""
+    return Side(side.name, side.long[side.long["dataset"].map(lambda d: of_dataset(d, dataset))])
+
+
+def of_dataset(label: str, dataset: str) -> bool:
+    return label == dataset or label.startswith(f"{dataset}:")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class ImageDataset:
     train_idx: torch.Tensor
     test_idx: torch.Tensor
     val_idx: torch.Tensor | None = None
-    default_task: str = "class"
+    default_task: str | None = "class"   # None: no column is a sensible default (folder); --target-task picks
     private_task: str | None = None
     meta: dict = field(default_factory=dict)
 
@@ -63,6 +63,16 @@ class ImageDataset:
         return tuple(self.images.shape[1:])
 
 
+@dataclass(frozen=True)
+class TaskChoice:
+    """The tasks a command uses, from its flags or the dataset's defaults, and what to tell the user."""
+
+    target: str
+    private: str | None
+    said: str | None = None            # one line on stdout naming the choices (a dataset whose defaults are guesses)
+    warnings: tuple[str, ...] = ()     # one line each on stderr: an explicit choice the defaults would not make
+
+
 class DatasetLoader:
     """Base of dataset plugins. `__init__` stores options only; `load` does the work.
 
@@ -88,6 +98,18 @@ class DatasetLoader:
 
     def load(self, data_dir: Path | None) -> ImageDataset:
         raise NotImplementedError
+
+    @classmethod
+    def resolve_tasks(cls, data: ImageDataset, target_task: str | None = None,
+                      private_task: str | None = None) -> TaskChoice:
+        """The designated and private task of a command: the flags' (None: not given), else the defaults.
+
+        The private task is checked where an attacker needs it; a loader whose defaults are guesses
+        overrides this to say what it chose (`folder`)."""
+        if target_task is None and data.default_task is None:
+            raise BenchError(f"dataset {data.name} has no default designated task; pass --target-task "
+                             f"(valid choices: {', '.join(data.tasks)})")
+        return TaskChoice(data.check_task(target_task or data.default_task), private_task or data.private_task)
 
     def check_options(self) -> None:
         """Raise BenchError for an option out of range (use `option_error`); the default accepts all."""

@@ -11,20 +11,27 @@ a repeated image can land in both train and test and inflate every score), a tas
 with one class, duplicate or empty header names, rows with more fields than the header,
 and a labels.csv that is not UTF-8 (a leading byte-order mark is fine).
 
-The designated task (the first task column), the private task (the second) and the image
-size are defaults the user may not have meant: each load says which it took, in one line.
+A default task is a column a small classifier can learn: at most `MAX_CLASSES` (20) classes
+and at least `MIN_PER_CLASS` (5) training images (rows not in test) per class on average. The
+designated task is the first such column, the private task the next one; a column passed over
+(a UTKFace `age`, 104 distinct numbers) is named with the reason, and with no such column a
+command refuses, naming each column's class count, until `--target-task` picks one (an
+explicit choice is kept, with a one-line warning when the column fails the rule). A `run` says
+in one line on stdout which tasks it uses, from the flags or by default, and at which image
+size (`resolve_tasks`, printed by planning once the flags are known).
 """
 from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.data.base import DatasetLoader, ImageDataset, cached
+from bench.data.base import DatasetLoader, ImageDataset, TaskChoice, cached
 from bench.data.images import decode_image, files_digest
 from bench.errors import BenchError
 
@@ -32,6 +39,13 @@ SPLITS = ("train", "val", "test")
 RESERVED = ("file", "split")
 # Bumped when decoding changes what the same bytes give (v2: 16-bit grey scaled, not clipped).
 DECODE_VERSION = "v2"
+# What a default task must allow: a column with more classes (an age in years, an identity) or too few
+# images per class trains a classifier that stays near chance, and nobody asked for it.
+MAX_CLASSES = 20
+MIN_PER_CLASS = 5
+# The directory's name as a record keeps it (`data_name`) for table labels, plot titles and file names.
+DATA_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+RULE = f"at most {MAX_CLASSES} classes and {MIN_PER_CLASS} training images per class"
 
 
 def read_labels(path: Path) -> tuple[list[str], dict[str, list[str]], list[str] | None, list[int]]:
@@ -143,26 +157,30 @@ def encode(values: list[str]) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor([index[v] for v in values]), keys
 
 
-# What this process has already said: a sweep loads the data several times (planning, every job).
-_announced: set[str] = set()
+def unsuitable(values: list[str], n_train: int) -> str | None:
+    """Why a column with these labels is no default task over `n_train` training images (`RULE`), or None."""
+    n = len(set(values))
+    if n > MAX_CLASSES:
+        # Integer labels with many values are most often a quantity (an age in years), said as such.
+        kind = "distinct numbers" if all(_is_int(v) for v in set(values)) else "classes"
+        return f"{n} {kind}, more than {MAX_CLASSES} classes"
+    if n_train < MIN_PER_CLASS * n:
+        return f"{n} classes, {n_train / n:.1f} training images per class, fewer than {MIN_PER_CLASS}"
+    return None
 
 
-def choices_line(root: Path, raw: dict[str, list[str]], image_size: int, channels: int) -> str:
-    """One line saying what a folder dataset takes by default, and the option that changes each choice.
+def data_name(root: Path) -> str:
+    """`root`'s name in `DATA_NAME`'s characters: a label is told apart by its digest, so a name mangled
+    (`UTK Face` -> `UTK_Face`) or cut still serves."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", root.name)[:64] or "root"
 
-    The defaults are silent guesses (the first CSV column as the designated task, a fixed image size):
-    a UTKFace-style `age` column would otherwise become a 104-class task without a word.
-    """
-    tasks = list(raw)
 
-    def task(t: str) -> str:
-        return f"'{t}' ({len(set(raw[t]))} classes)"
-
-    private = f"private task {task(tasks[1])}" if len(tasks) > 1 else "no private task (one task column)"
-    colour = "RGB" if channels == 3 else "grey"
-    return (f"folder dataset {root}: by default designated task {task(tasks[0])}, {private}; "
-            f"images at {image_size}x{image_size} px {colour}; change with --target-task, --private-task, "
-            f"--set folder.image_size=N (tasks: {_listed(tasks)})")
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _listed(names: list[str], at_most: int = 8) -> str:
@@ -171,18 +189,44 @@ def _listed(names: list[str], at_most: int = 8) -> str:
     return shown if len(names) <= at_most else f"{shown}, ... ({len(names)} in all)"
 
 
-def announce_choices(root: Path, raw: dict[str, list[str]], image_size: int, channels: int) -> None:
-    """Print `choices_line` on stdout, once per process for each distinct choice (stderr is for errors)."""
-    line = choices_line(root, raw, image_size, channels)
-    if line not in _announced:
-        _announced.add(line)
-        print(line, flush=True)
+def _tasks_of(data: ImageDataset, target_task: str | None, private_task: str | None) -> TaskChoice:
+    """The tasks a command uses on a folder dataset and the one line that says so (see the module's rule)."""
+    why, root = data.meta["unsuitable"], data.meta["source"]
+
+    def task(t: str) -> str:
+        return f"'{t}' ({data.num_classes(t)} classes"
+
+    if target_task is None:
+        if data.default_task is None:
+            columns = "; ".join(f"'{t}' {why[t]}" for t in data.tasks)
+            raise BenchError(f"folder dataset {root}: no column is a sensible designated task ({RULE}): "
+                             f"{columns}; pick one with --target-task (valid choices: {', '.join(data.tasks)})")
+        target = data.default_task
+    else:
+        target = data.check_task(target_task)
+    private = data.check_task(private_task) if private_task is not None else next(
+        (t for t in data.tasks if t != target and why[t] is None), None)
+    warnings = tuple(f"--{flag} {t}: {why[t]} ({RULE} is what a default needs); its scores may stay near chance"
+                     for flag, t in (("target-task", target_task), ("private-task", private_task))
+                     if t is not None and why[t] is not None)
+    said_target = f"designated task {task(target)}, {'from --target-task' if target_task else 'by default'})"
+    if private is not None:
+        said_private = f"private task {task(private)}, {'from --private-task' if private_task else 'by default'})"
+    else:
+        said_private = ("no private task (one task column)" if len(data.tasks) == 1 else
+                        "no private task (no other column is sensible; --private-task picks one)")
+    passed = [t for t in data.tasks if why[t] is not None and t not in (target, private)]
+    skipped = f"; passed over: {'; '.join(f'{t!r} ({why[t]})' for t in passed[:4])}" if passed else ""
+    size, colour = data.meta["image_size"], "RGB" if data.meta["channels"] == 3 else "grey"
+    line = (f"folder dataset {root}: {said_target}, {said_private}{skipped}; images at {size}x{size} px {colour}; "
+            f"change with --target-task, --private-task, --set folder.image_size=N (tasks: {_listed(data.tasks)})")
+    return TaskChoice(target, private, line, warnings)
 
 
 class Folder(DatasetLoader):
     name = "folder"
     description = "your own images: a directory with labels.csv (column `file`, one column per task)"
-    tasks = "the CSV's columns (first = designated, second = private)"
+    tasks = f"the CSV's columns (defaults: the first two with {RULE})"
 
     def __init__(self, image_size: int = 32, channels: int = 3, test_fraction: float = 0.2, split_seed: int = 0):
         self.image_size = image_size
@@ -230,7 +274,6 @@ class Folder(DatasetLoader):
             first[path] = n
             paths.append(path)
         where = self._partition(split, len(files), csv_path)
-        announce_choices(root, raw, self.image_size, self.channels)
         key = f"{files_digest(root, [csv_real] + paths)}-{self.image_size}-{self.channels}-{DECODE_VERSION}"
 
         def build():
@@ -244,13 +287,23 @@ class Folder(DatasetLoader):
 
         obj = cached("folder", key, build)
         tasks = list(raw)
+        n_train = len(files) - len(where["test"])
+        why = {t: unsuitable(raw[t], n_train) for t in tasks}
+        fit = [t for t in tasks if why[t] is None]
         return ImageDataset(
             name=self.name, images=obj["images"],
             labels={t: obj[f"labels/{t}"] for t in tasks}, classes={t: obj[f"classes/{t}"] for t in tasks},
             train_idx=where["train"], test_idx=where["test"],
             val_idx=where["val"] if where["val"] is not None and len(where["val"]) else None,
-            default_task=tasks[0], private_task=tasks[1] if len(tasks) > 1 else None, meta={"source": str(root)},
+            default_task=fit[0] if fit else None, private_task=fit[1] if len(fit) > 1 else None,
+            meta={"source": str(root), "name": data_name(root), "unsuitable": why, "image_size": self.image_size,
+                  "channels": self.channels},
         )
+
+    @classmethod
+    def resolve_tasks(cls, data: ImageDataset, target_task: str | None = None,
+                      private_task: str | None = None) -> TaskChoice:
+        return _tasks_of(data, target_task, private_task)
 
     def _partition(self, split: list[str] | None, n: int, csv_path: Path) -> dict[str, torch.Tensor | None]:
         """Indices of train / val / test, from the `split` column or a seeded `test_fraction`; before decoding."""

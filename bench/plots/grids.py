@@ -14,6 +14,7 @@ from bench.errors import BenchError
 from bench.params import recorded_params, setting_label
 from bench.plots.files import MAX_SIDE_IN, page_path, save_png
 from bench.plots.style import config_name, config_order
+from bench.results.keys import dataset_label
 
 SAMPLE_KINDS = ("original", "released", "inverted")
 
@@ -35,7 +36,7 @@ def grid_inputs(results_dir: Path, runs: list[dict]) -> dict[str, dict[tuple, di
                              s.get("max_release"))
         # Grouped by setting first: configurations scored on the same test images share one originals row.
         key = (setting, config_order(s["defense"], params), label)
-        chosen.setdefault(s["dataset"], {}).setdefault(key, sample)
+        chosen.setdefault(dataset_label(r), {}).setdefault(key, sample)
     return {ds: {key: _read_sample(sample) for key, sample in configs.items()} for ds, configs in chosen.items()}
 
 

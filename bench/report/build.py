@@ -18,7 +18,7 @@ from bench.report.provenance import count_text, finite, provenance_rows
 from bench.report.site import GENERATOR, check_out_dir, run_file, write_site
 from bench.results.headline import COLUMNS as HEADLINE_COLUMNS
 from bench.results.headline import FLOOR, headline
-from bench.results.keys import GROUP
+from bench.results.keys import GROUP, dataset_label
 from bench.results.leaderboards import from_spreadsheet_safe
 from bench.results.records import load_runs
 from bench.results.tables import aggregate, long_table, worst_case
@@ -147,7 +147,7 @@ def _render(results_dir: Path, runs: list[dict], agg: pd.DataFrame, top: pd.Data
             verdicts, claims_note: str = "") -> str:
     import jinja2
 
-    datasets = sorted(set(agg.dataset) | set(top.dataset) | {r["spec"]["dataset"] for r in runs})
+    datasets = sorted(set(agg.dataset) | set(top.dataset) | {dataset_label(r) for r in runs})
     by_dataset = _plots_by_dataset(plots, datasets)
     sections = [{"name": ds, "anchor": _anchor(ds), "headline": _headline_rows(top[top.dataset == ds]),
                  "notes": missing_baselines(top[top.dataset == ds]),

@@ -12,6 +12,7 @@ from bench.errors import BenchError
 from bench.params import config_label, recorded_params, setting_label
 from bench.presets import get_preset
 from bench.registry import ATTACKERS, DATASETS, DEFENSES
+from bench.results.keys import dataset_label
 
 
 def finite(v) -> bool:
@@ -74,7 +75,7 @@ def provenance_rows(runs: list[dict]) -> list[dict]:
     rows = []
     for r in runs:
         s = r["spec"]
-        rows.append({"run_id": r["run_id"], "href": f"runs/{r['run_id']}.json", "dataset": s["dataset"],
+        rows.append({"run_id": r["run_id"], "href": f"runs/{r['run_id']}.json", "dataset": dataset_label(r),
                      "defense": plugins.label(DEFENSES, s["defense"], s["defense_params"])
                      + setting_label(s.get("eval_split", "test"), s.get("max_release") or 0),
                      "attacker": f"{plugins.label(ATTACKERS, s['attacker'], s['attacker_params'])}[{s['attack_task']}]",

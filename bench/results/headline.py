@@ -33,7 +33,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.params import setting_label, table_labels
 from bench.registry import DEFENSES
-from bench.results.keys import CONFIG, spec_columns
+from bench.results.keys import CONFIG, record_columns
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
@@ -84,7 +84,7 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
     attempted: dict[tuple, set] = {}
     for r in runs:
         if r["status"] in ("ok", "not_applicable"):
-            row = spec_columns(r["spec"])
+            row = record_columns(r)
             attempted.setdefault(tuple(row[c] for c in CONFIG), set()).add(row["attacker"])
     clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
     counted = _counted_leakage(agg)

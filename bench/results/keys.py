@@ -3,6 +3,11 @@
 `GROUP` is one cell (a configuration against one attacker setting and task), `CONFIG` one
 defense configuration; `spec_columns` reads them from a record's spec, hyperparameters as
 recorded (`params.recorded_params`), and `seed_key` is what the leaderboard counts once.
+
+`record_columns` is `spec_columns` with the dataset as a table shows it (`dataset_label`): a
+dataset read from the user's directory (`folder`) is named by that directory and its content,
+`folder:utkface@1a2b3c4d`, so two folders never share a row or a plot; built-in datasets keep
+their plain names.
 """
 from __future__ import annotations
 
@@ -34,6 +39,22 @@ def spec_columns(s: dict) -> dict:
             "eval_split": s.get("eval_split", "test"), "max_release": int(s.get("max_release") or 0),
             "dataset": s["dataset"], "target_task": s["target_task"], "attack_task": s["attack_task"],
             "target_arch": s["target_arch"], "preset": s["preset"], "seed": s["seed"]}
+
+
+def dataset_label(record: dict) -> str:
+    """The dataset as tables, plots and the report name it: `name:dir@digest8` for a record that names the
+    directory its data came from (`data_name`), else the plain name (built-in datasets, and records
+    written before the directory was recorded)."""
+    name, where = record["spec"]["dataset"], record.get("data_name")
+    if where is None:
+        return name
+    version = record.get("dataset_digest")
+    return f"{name}:{where}" + (f"@{version[:8]}" if version else "")
+
+
+def record_columns(record: dict) -> dict:
+    """`spec_columns` of a record's spec, its dataset as `dataset_label` names it."""
+    return {**spec_columns(record["spec"]), "dataset": dataset_label(record)}
 
 
 def seed_key(spec: dict) -> tuple:

@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from bench.data.folder import DATA_NAME
 from bench.errors import BenchError
 from bench.precision import RESOLVED as RESOLVED_PRECISIONS
 from bench.results.keys import BOOL_FLAGS, seed_key
@@ -174,6 +175,10 @@ def validate_record(record, path: Path) -> dict:
         ok = isinstance(code, dict) and all(isinstance(v, str) and v or v is None for v in code.values())
         if not ok or not set(CODE_KINDS) <= set(code):
             raise bad(f"code_digests is {_show(code)}, not an object of {', '.join(CODE_KINDS)} -> digest or null")
+    # It becomes part of a table's dataset label, a plot's title and file name: plain characters only.
+    if "data_name" in record and not (isinstance(record["data_name"], str) and DATA_NAME.fullmatch(record["data_name"])):
+        raise bad(f"data_name is {_show(record['data_name'])}, not a directory name of letters, digits, `.`, `_`, "
+                  "`-` (at most 64)")
     if "precision" in record and record["precision"] not in RESOLVED_PRECISIONS:
         raise bad(f"precision is {_show(record['precision'])}; valid: {', '.join(RESOLVED_PRECISIONS)}")
     expected = RunSpec.from_dict(spec).run_id
@@ -277,10 +282,13 @@ def check_one_data_version(runs: list[dict], names: list[str] | None = None,
         if r.get("status") != "ok" or version is None:
             continue
         spec = r["spec"]
-        key = (spec["dataset"], json.dumps(spec.get("dataset_params", {}), sort_keys=True))
+        # Two directories of a `folder` dataset are two datasets (their labels differ); one directory
+        # edited between runs is two versions of one.
+        key = (spec["dataset"], r.get("data_name"), json.dumps(spec.get("dataset_params", {}), sort_keys=True))
         j = seen.setdefault(key, i)
         if runs[j]["dataset_digest"] != version:
-            raise BenchError(f"{names[j]} and {names[i]} were computed on two versions of dataset {spec['dataset']} "
+            named = f" '{r['data_name']}'" if r.get("data_name") else ""
+            raise BenchError(f"{names[j]} and {names[i]} were computed on two versions of dataset {spec['dataset']}{named} "
                              f"(dataset digest {runs[j]['dataset_digest'][:12]} and {version[:12]}): no table "
                              f"mixes them; {remedy}")
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from bench import metrics as M
 from bench.errors import BenchError
-from bench.results.keys import BOOL_FLAGS, CONFIG, GROUP, LONG_COLUMNS, spec_columns
+from bench.results.keys import BOOL_FLAGS, CONFIG, GROUP, LONG_COLUMNS, record_columns
 from bench.results.records import check_one_data_version, check_one_record_per_seed
 
 
@@ -20,7 +20,7 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
     for r in runs:
         if r["status"] != "ok":
             continue
-        base = {"run_id": r["run_id"], **spec_columns(r["spec"]), "knowledge": r.get("knowledge", ""),
+        base = {"run_id": r["run_id"], **record_columns(r), "knowledge": r.get("knowledge", ""),
                 **{f: bool(r.get("flags", {}).get(f, False)) for f in BOOL_FLAGS}}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in sorted(r["metrics"].items())]
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
