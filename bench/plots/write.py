@@ -13,6 +13,7 @@ from bench.plots.files import plot_path
 from bench.plots.grids import grid_figures, grid_inputs
 from bench.plots.sweeps import sweep_figures
 from bench.plots.tradeoff import tradeoff_figure
+from bench.results.headline import FLOOR
 from bench.results.leaderboards import write_leaderboards
 from bench.results.records import load_runs
 
@@ -35,7 +36,8 @@ def write_plots(results_dir: Path) -> list[Path]:
     written = []
     try:
         if not tables["agg"].empty:
-            written.append(tradeoff_figure(tables["worst"], tables["agg"], plot_path(out_dir, "tradeoff")))
+            written.append(tradeoff_figure(tables["worst"], tables["agg"], plot_path(out_dir, "tradeoff"),
+                                           _utility_floor(tables["headline"])))
             written += attacker_figures(tables["agg"], out_dir)
             written += sweep_figures(tables["long"], tables["agg"], out_dir)
             written += budget_figures(tables["agg"], out_dir)
@@ -43,3 +45,9 @@ def write_plots(results_dir: Path) -> list[Path]:
     finally:
         plt.close("all")
     return [p for p in written if p is not None]
+
+
+def _utility_floor(headline) -> float:
+    """The floor the headline was ranked with: the trade-off figure draws the same one."""
+    floors = headline["utility_floor"].dropna().unique() if "utility_floor" in headline else []
+    return float(floors[0]) if len(floors) else FLOOR

@@ -267,9 +267,10 @@ def _caption(kind: str, dataset: str | None, detail: str) -> str:
     where = f" on {dataset}" if dataset else " (one panel per dataset)" if kind == "tradeoff" else ""
     if kind == "tradeoff":
         return (f"Utility against worst-case leakage{where}, one point per defense configuration "
-                "(error bars: 95 % CI of the worst attacker).")
+                "(error bars: 95 % CI of the worst attacker; dotted: the headline's utility floor).")
     if kind == "attackers":
-        return f"Leakage (accuracy for no defense) per attacker and defense configuration{where}, with 95 % CIs."
+        return (f"Leakage (accuracy for no defense) per attacker and defense configuration{where}, with 95 % CIs; "
+                "grey: a weak attacker or an undefined value, never a worst case.")
     if kind == "grid":
         return f"Original, released and inverted test images per defense configuration{where}."
     if kind == "sweep" and "-" in detail:
