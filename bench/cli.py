@@ -309,7 +309,7 @@ def _print_leaderboards(results_dir: Path, specs=None, markdown: bool = False, f
     for line in views.missing_baselines(tables["headline"]):
         print(f"note: {line}")
     print(f"\nwritten: {results_dir}/leaderboard.csv, leaderboard_agg.csv, leaderboard_worst.csv, "
-          "leaderboard_headline.csv")
+          "leaderboard_label_cost.csv, leaderboard_headline.csv")
 
 
 def cmd_leaderboard(args) -> int:

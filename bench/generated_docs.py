@@ -30,8 +30,8 @@ REFERENCE = REPO / "results" / "reference"
 PRECISION = REPO / "results" / "precision"   # the reference runs again at bf16 (docs/performance.md)
 DOCS = ("README.md", "RESULTS.md", "docs/performance.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
-README_HEADLINE = ["dataset", "rank", "config", "utility_ratio", "worst_leakage", "worst_ci95", "worst_attacker",
-                   "n_seeds", "baseline", "baseline_worst_leakage", "baseline_compared_over"]
+README_HEADLINE = ["dataset", "tasks", "rank", "config", "utility_ratio", "worst_leakage", "worst_ci95", "label_cost",
+                   "n_seeds", "baseline", "baseline_worst_leakage"]
 
 
 def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:

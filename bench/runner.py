@@ -49,26 +49,10 @@ from bench.artifacts import Artifacts
 from bench.errors import BenchError, NotApplicable, one_line
 from bench.jobs import TimedOut, check_timeout_supported, run_parallel, time_limit
 from bench.params import config_label
-from bench.pipeline import (
-    RELEASED_SPLITS,
-    Stage,
-    data_digest,
-    data_name,
-    dataset_digest,
-    forget_loaded_data,
-    released_splits,
-    run_attack,
-    save_samples,
-)
+from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, data_name, dataset_digest, forget_loaded_data,
+                            released_splits, run_attack, save_samples)
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
-from bench.results.records import (
-    check_one_data_version,
-    check_planned,
-    load_runs,
-    read_run,
-    run_path,
-    write_run,
-)
+from bench.results.records import check_one_data_version, check_planned, load_runs, read_run, run_path, write_run
 from bench.runspec import RunSpec
 from bench.software import git_commit, versions
 from bench.storage import StorageError, atomic_write_bytes, digest_json

@@ -9,11 +9,12 @@ import pandas as pd
 
 from bench.params import setting_label, table_labels
 from bench.registry import ATTACKERS, DEFENSES
+from bench.results.label_cost import cost_text
 
 PER_ATTACKER_METRICS = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance",
                         "clean_acc"]
-HEADLINE_COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95",
-                    "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage",
+HEADLINE_COLUMNS = ["dataset", "tasks", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage",
+                    "worst_ci95", "worst_attacker", "label_cost", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage",
                     "baseline_compared_over", "worst_leakage_vs_baseline"]
 
 
@@ -51,6 +52,11 @@ def headline(top: pd.DataFrame, ranked_only: bool = False) -> pd.DataFrame:
     if "baseline_source" in top:  # a headline written before baselines were borrowed has none
         top = top.assign(baseline=[f"{b} ({s})" if isinstance(s, str) and s and b else b
                                    for b, s in zip(top.baseline, top.baseline_source)])
+    if "label_cost" in top:   # a headline written before label costs has none
+        top = top.assign(label_cost=[f"{cost_text(c, b)} ({a})" if c == c else ""
+                                     for c, b, a in zip(top.label_cost, top.label_cost_bound, top.label_cost_attacker)])
+    else:
+        top = top.assign(label_cost="", tasks=top.get("tasks", ""))
     top = top.assign(worst_ci95=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "" for lo, hi in
                                  zip(top.worst_ci95_low, top.worst_ci95_high)])
     return top[HEADLINE_COLUMNS]

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import REPO
 
-TABLES = ("leaderboard.csv", "leaderboard_agg.csv", "leaderboard_worst.csv", "leaderboard_headline.csv")
+TABLES = ("leaderboard.csv", "leaderboard_agg.csv", "leaderboard_worst.csv", "leaderboard_label_cost.csv",
+          "leaderboard_headline.csv")
 RESULT_DIRS = [d for d in (REPO / "results" / "reference", REPO / "results" / "reference" / "tuning") if (d / "runs").is_dir()]
 
 

@@ -100,8 +100,8 @@ def read_image_folder(archives: dict[str, Archive], classes: list[str]) -> dict:
 class CIFAR10(DatasetLoader):
     name = "cifar10"
     description = "CIFAR-10, 32x32 colour objects (50k train / 10k test)"
-    tasks = ("class (10), vehicle (2: animal, vehicle; derivable from class, so this dataset has no "
-             "non-derivable private task)")
+    tasks = ("class (10), vehicle (2: animal, vehicle); task pairs: class -> vehicle (derivable), vehicle -> "
+             "class (not derivable: a release meant for animal-or-vehicle should not tell a cat from a dog)")
     # 32x32 colour objects need augmentation and more epochs than Fashion-MNIST.
     train_overrides = {"default": {"epochs": 12, "augment": True, "lr": 4e-3, "patience": 3},
                        "full": {"epochs": 60, "augment": True, "patience": 8}}

@@ -61,8 +61,8 @@ def _find(directory: Path) -> dict[str, Path] | None:
 class FashionMNIST(DatasetLoader):
     name = "fashion-mnist"
     description = "Fashion-MNIST, 28x28 grey clothing images (60k train / 10k test)"
-    tasks = ("class (10), group (3: tops, footwear, other; derivable from class, so this dataset has no "
-             "non-derivable private task)")
+    tasks = ("class (10), group (3: tops, footwear, other); task pairs: class -> group (group is derivable "
+             "from class), group -> class (not derivable: a release for the coarse task should hide the fine one)")
 
     def __init__(self, download: bool = True):
         self.download = download

@@ -33,18 +33,30 @@ def write_plots(results_dir: Path) -> list[Path]:
                          "written only there; remove it")
     tables = write_leaderboards(results_dir, runs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    long, agg, worst = (by_task_pair(tables[k], tables["agg"]) for k in ("long", "agg", "worst"))
     written = []
     try:
-        if not tables["agg"].empty:
-            written.append(tradeoff_figure(tables["worst"], tables["agg"], plot_path(out_dir, "tradeoff"),
+        if not agg.empty:
+            written.append(tradeoff_figure(worst, agg, plot_path(out_dir, "tradeoff"),
                                            _utility_floor(tables["headline"])))
-            written += attacker_figures(tables["agg"], out_dir)
-            written += sweep_figures(tables["long"], tables["agg"], out_dir)
-            written += budget_figures(tables["agg"], out_dir)
+            written += attacker_figures(agg, out_dir)
+            written += sweep_figures(long, agg, out_dir)
+            written += budget_figures(agg, out_dir)
         written += grid_figures(samples, out_dir)
     finally:
         plt.close("all")
     return [p for p in written if p is not None]
+
+
+def by_task_pair(table, agg):
+    """`table` with the dataset of each row named with its designated task where a dataset was run with
+    several (`fashion-mnist [group]`): every figure groups by dataset, and two task pairs are two settings
+    whose configurations must not share a panel or a row."""
+    tasks = agg.groupby("dataset")["target_task"].nunique()
+    several = set(tasks[tasks > 1].index)
+    if not several or "target_task" not in table:
+        return table
+    return table.assign(dataset=[f"{d} [{t}]" if d in several else d for d, t in zip(table.dataset, table.target_task)])
 
 
 def _utility_floor(headline) -> float:

@@ -13,15 +13,16 @@ from markupsafe import Markup, escape
 
 from bench.claims import format_interval, format_number, judge, labelled, load_claims
 from bench.errors import BenchError
+from bench.params import setting_label, table_labels
 from bench.plots.files import slug
 from bench.report.provenance import count_text, finite, provenance_rows
 from bench.report.site import GENERATOR, check_out_dir, run_file, write_site
-from bench.results.headline import COLUMNS as HEADLINE_COLUMNS
-from bench.results.headline import FLOOR, headline
+from bench.results.headline import COLUMNS as HEADLINE_COLUMNS, FLOOR
 from bench.results.keys import GROUP, dataset_label
-from bench.results.leaderboards import from_spreadsheet_safe
+from bench.results.label_cost import Q, QS, cost_text, label_costs
+from bench.results.leaderboards import from_spreadsheet_safe, leaderboards
 from bench.results.records import load_runs
-from bench.results.tables import aggregate, long_table, worst_case
+from bench.results.tables import long_table
 from bench.views import missing_baselines
 
 DEFAULT_CLAIMS = Path("results/claims.csv")
@@ -67,7 +68,8 @@ def build_report(results_dir: Path, out_dir: Path | None = None, claims_path: Pa
                        "judges claims of your own).")
         verdicts = None
     plots = _plot_files(results_dir)
-    page = _render(results_dir, runs, labelled(agg), top, plots, verdicts, claims_note)
+    costs = label_costs(long_table(runs))
+    page = _render(results_dir, runs, labelled(agg), top, plots, verdicts, claims_note, costs)
     return write_site(out_dir, page, plots, {r["run_id"]: run_file(results_dir, r["run_id"]) for r in runs})
 
 
@@ -80,18 +82,21 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
                         numbers=["max_release", "mean", "std", "n", "ci95_low", "ci95_high"],
                         flags=["weak_attacker", "derivable"])
         text = ["dataset", "config", "worst_attacker", "listed_apart", "baseline", "baseline_compared_over"]
-        # A headline written before it stated its floor was made at the default one.
-        optional = ["utility_floor", "baseline_source"]
-        top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text + optional])
-        # Written before baselines were borrowed from the reference results: every baseline was its own.
-        top["baseline_source"] = (from_spreadsheet_safe(top["baseline_source"]) if "baseline_source" in top
-                                  else "")
-        top["utility_floor"] = (pd.to_numeric(top["utility_floor"], errors="coerce") if "utility_floor" in top
-                                else FLOOR)
+        # Columns a headline written by an older version lacks, and what they mean there: the default
+        # floor, its own baselines, no label cost, one task pair per dataset.
+        later = {"utility_floor": FLOOR, "baseline_source": "", "tasks": "", "label_cost": math.nan,
+                 "label_cost_bound": "False", "label_cost_attacker": ""}
+        top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text and c not in later])
+        for c, default in later.items():
+            top[c] = top[c] if c in top else default
+        for c in ("baseline_source", "tasks", "label_cost_attacker"):
+            top[c] = from_spreadsheet_safe(top[c].astype(str))
+        for c in ("utility_floor", "label_cost"):
+            top[c] = pd.to_numeric(top[c], errors="coerce")
+        top["label_cost_bound"] = top["label_cost_bound"].astype(str) == "True"
         return agg, top
-    runs = load_runs(results_dir) if runs is None else runs
-    agg = aggregate(long_table(runs))
-    return agg, headline(worst_case(agg), agg, runs)
+    tables = leaderboards(results_dir, load_runs(results_dir) if runs is None else runs)
+    return tables["agg"], tables["headline"]
 
 
 def _read_csv(path: Path, text: list[str], numbers: list[str], flags: tuple | list = ()) -> pd.DataFrame:
@@ -144,13 +149,14 @@ def _plot_files(results_dir: Path) -> list[Path]:
 
 
 def _render(results_dir: Path, runs: list[dict], agg: pd.DataFrame, top: pd.DataFrame, plots: list[Path],
-            verdicts, claims_note: str = "") -> str:
+            verdicts, claims_note: str = "", costs: pd.DataFrame | None = None) -> str:
     import jinja2
 
     datasets = sorted(set(agg.dataset) | set(top.dataset) | {dataset_label(r) for r in runs})
     by_dataset = _plots_by_dataset(plots, datasets)
     sections = [{"name": ds, "anchor": _anchor(ds), "headline": _headline_rows(top[top.dataset == ds]),
                  "notes": missing_baselines(top[top.dataset == ds]),
+                 "label_costs": _label_cost_tables(costs[costs.dataset == ds] if costs is not None else None),
                  "plots": by_dataset.get(ds, []),
                  "attackers": _attacker_tables(agg[agg.dataset == ds], top[top.dataset == ds])}
                 for ds in datasets]
@@ -166,6 +172,29 @@ def _render(results_dir: Path, runs: list[dict], agg: pd.DataFrame, top: pd.Data
         general_plots=by_dataset.get(None, []), verdicts=verdicts, claims_note=claims_note,
         provenance=provenance_rows(runs),
         floor=_floor(top))
+
+
+def _label_cost_tables(costs: pd.DataFrame | None) -> list[dict]:
+    """Per q (Q first, the others after it): one row per configuration, attacker and task with a budget curve."""
+    if costs is None or costs.empty:
+        return []
+    costs = costs[costs.eval_split == "test"]
+    labels = table_labels(zip(costs.defense, costs.defense_params))
+    tables = []
+    for q in sorted(QS, key=lambda q: q != Q):
+        rows = []
+        for r in costs[costs.q == q].sort_values(["target_task", "attacker", "attack_task", "label_cost"]).itertuples():
+            flags = [name for flag, name in ((r.weak_attacker, "weak attacker"), (r.derivable, "derivable task"))
+                     if flag]
+            value = cost_text(r.label_cost, r.bound)
+            if value and r.n > 1 and finite(r.ci95_low):
+                value += f" [{format_number(r.ci95_low)}, {format_number(r.ci95_high)}]"
+            rows.append({"config": labels[r.defense, r.defense_params] + setting_label(r.eval_split, r.max_release),
+                         "tasks": r.target_task, "attacker": f"{r.attacker}[{r.attack_task}]",
+                         "cost": value or "unresolved (the identity attacker reaches the goal at its smallest budget)",
+                         "n": count_text(r.n), "flags": ", ".join(flags)})
+        tables.append({"q": f"{q:g}", "main": q == Q, "rows": rows})
+    return tables
 
 
 def _floor(top: pd.DataFrame) -> str:
@@ -196,6 +225,9 @@ def _headline_rows(top: pd.DataFrame) -> list[dict]:
                      "worst": format_interval(r["worst_leakage"], r["worst_ci95_low"], r["worst_ci95_high"],
                                               r["n_seeds"]) if finite(r["worst_leakage"]) else "",
                      "attacker": r["worst_attacker"], "n_seeds": count_text(r["n_seeds"]),
+                     "label_cost": (f"{cost_text(r['label_cost'], r['label_cost_bound'])} "
+                                    f"({_text(r['label_cost_attacker'])})" if finite(r["label_cost"]) else ""),
+                     "tasks": _text(r["tasks"]),
                      "apart": r["listed_apart"], "flags": ", ".join(flags),
                      "baseline": _baseline_cell(r)})
     return rows

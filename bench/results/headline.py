@@ -1,4 +1,4 @@
-"""The headline ranking: per dataset, the defense configurations a paper would compare.
+"""The headline ranking: per dataset and task pair, the defense configurations a paper would compare.
 
 A configuration is ranked when its utility is at least `floor` x its designated model's
 clean accuracy and it was evaluated (ok or not applicable) against every attacker any
@@ -19,6 +19,11 @@ and inversion) the comparison names its attackers in `baseline_compared_over` an
 the configuration's own worst case over them in `worst_leakage_vs_baseline`, so two
 numbers over different attacker sets are never set side by side unmarked.
 Only `test` configurations appear; tuning runs on `val` never do.
+Beside each configuration stands its label cost (`label_cost`): the smallest over its calibrated
+attackers of non-derivable tasks, the attacker's cheapest route. The ranking stays by worst-case
+leakage, which every configuration has at its full attacker budget; a label cost needs budget
+curves, which a sweep may not have run, and ranking by a number some rows lack would rank by
+what was run rather than by what the defense does.
 A baseline is matched within the configuration's dataset and setting (designated task, model,
 preset). Where a results dir holds no baseline of its own there (a user's dir with only their
 defense), one from another results dir on the same data may stand in (`other_baselines`,
@@ -34,10 +39,12 @@ from bench.errors import BenchError
 from bench.params import setting_label, table_labels
 from bench.registry import DEFENSES
 from bench.results.keys import CONFIG, record_columns
+from bench.results.label_cost import cheapest
 
 FLOOR = 0.95
-COLUMNS = ["dataset", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
-           "worst_ci95_high", "worst_attacker", "n_seeds", "listed_apart", "baseline", "baseline_source",
+COLUMNS = ["dataset", "tasks", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
+           "worst_ci95_high", "worst_attacker", "label_cost", "label_cost_bound", "label_cost_attacker", "n_seeds",
+           "listed_apart", "baseline", "baseline_source",
            "baseline_utility_ratio", "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline",
            "utility_floor"]
 
@@ -47,18 +54,23 @@ SETTING = ["dataset", "target_task", "target_arch", "preset"]
 
 
 def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: float = FLOOR,
-             other_baselines: pd.DataFrame | None = None) -> pd.DataFrame:
+             other_baselines: pd.DataFrame | None = None, costs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ranking (see the module docstring). `other_baselines`: baseline configurations of another
     results dir on the same data (`configurations` of it, with a `source` column), matched on a dataset
     and setting where these results hold no baseline of their own; their source is named in
-    `baseline_source` ("" for a baseline of these results)."""
+    `baseline_source` ("" for a baseline of these results). `costs`: the label costs
+    (`label_cost.label_costs`); beside each configuration stands its smallest over counted attackers."""
     if not 0 < floor <= 1:
         raise BenchError(f"utility floor {floor}: must be in (0, 1]")
     table = configurations(worst, agg, runs)
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
+    routes = cheapest(costs) if costs is not None and not costs.empty else {}
+    none = {"label_cost": math.nan, "label_cost_bound": False, "label_cost_attacker": ""}
+    table = table.assign(**{k: [routes.get(key, none)[k] for key in table.key] for k in none})
     out = []
-    for dataset, g in table.groupby("dataset", sort=True):
+    # A task pair is a setting of its own: configurations are ranked among those of one designated task.
+    for _, g in table.groupby(["dataset", "target_task"], sort=True):
         everyone = set().union(*g.attackers)
         g = g.assign(listed_apart=[_apart(a, everyone, r, floor) for a, r in zip(g.attackers, g.utility_ratio)])
         baselines = g[[is_baseline(d) for d in g.defense]].assign(source="")
@@ -82,10 +94,14 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
     """One row per defense configuration scored on test: its label, utility ratio, worst case, the attackers
     it was evaluated against (`attackers`) and the leakage its worst case counts per attacker (`leaks`)."""
     attempted: dict[tuple, set] = {}
+    private: dict[tuple, set] = {}
     for r in runs:
         if r["status"] in ("ok", "not_applicable"):
             row = record_columns(r)
-            attempted.setdefault(tuple(row[c] for c in CONFIG), set()).add(row["attacker"])
+            key = tuple(row[c] for c in CONFIG)
+            attempted.setdefault(key, set()).add(row["attacker"])
+            if row["attack_task"] != row["target_task"]:
+                private.setdefault(key, set()).add(row["attack_task"])
     clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
     counted = _counted_leakage(agg)
     rows = []
@@ -93,14 +109,15 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
     for w in worst[worst.eval_split == "test"].itertuples(index=False):
         key = tuple(getattr(w, c) for c in CONFIG)
         ratio = w.utility_acc / clean[key] if key in clean.index and clean[key] > 0 else math.nan
-        rows.append({"key": key, "dataset": w.dataset, "defense": w.defense,
+        tasks = w.target_task + (f" -> {', '.join(sorted(private[key]))}" if key in private else "")
+        rows.append({"key": key, "dataset": w.dataset, "tasks": tasks, "defense": w.defense,
                      "config": labels[w.defense, w.defense_params] + setting_label(w.eval_split, w.max_release),
                      "utility_acc": w.utility_acc, "utility_ratio": ratio, "worst_leakage": w.worst_leakage,
                      "worst_ci95_low": w.worst_ci95_low, "worst_ci95_high": w.worst_ci95_high,
                      "worst_attacker": w.worst_attacker, "n_seeds": w.n_seeds,
                      "attackers": attempted.get(key, set()), "leaks": counted.get(key, {}),
                      **{c: getattr(w, c) for c in SETTING if c != "dataset"}})
-    return pd.DataFrame(rows, columns=["key", "dataset", "defense", "config", "utility_acc", "utility_ratio",
+    return pd.DataFrame(rows, columns=["key", "dataset", "tasks", "defense", "config", "utility_acc", "utility_ratio",
                                        "worst_leakage", "worst_ci95_low", "worst_ci95_high", "worst_attacker",
                                        "n_seeds", "attackers", "leaks", *SETTING[1:]])
 

@@ -1,7 +1,7 @@
 """The leaderboard CSVs of a results dir, regenerated from its records, and read back checked.
 
-`leaderboard.csv` is the long format (one row per run and metric); `_agg`, `_worst` and
-`_headline` are derived from it (`bench.results.tables`, `bench.results.headline`).
+`leaderboard.csv` is the long format (one row per run and metric); `_agg`, `_worst`, `_label_cost`
+and `_headline` are derived from it (`bench.results.tables`, `.label_cost`, `.headline`).
 """
 from __future__ import annotations
 
@@ -16,13 +16,9 @@ from bench.errors import BenchError
 from bench.results.borrowed import borrowed_baselines
 from bench.results.headline import FLOOR, headline
 from bench.results.keys import BOOL_FLAGS, LONG_COLUMNS
+from bench.results.label_cost import label_costs
 from bench.results.records import load_runs, repository_reference
-from bench.results.tables import (
-    aggregate,
-    check_seeds_counted_once,
-    long_table,
-    worst_case,
-)
+from bench.results.tables import aggregate, check_seeds_counted_once, long_table, worst_case
 from bench.storage import atomic_write_bytes
 
 # `reference` of `leaderboards`: the repository's reference results, wherever the harness runs from.
@@ -31,7 +27,7 @@ REPOSITORY = "repository"
 
 def leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None,
                  reference: Path | str | None = REPOSITORY) -> dict[str, pd.DataFrame]:
-    """The four leaderboards (long, agg, worst, headline) of a results dir, computed, not written.
+    """The leaderboards (long, agg, worst, label_cost, headline) of a results dir, computed, not written.
 
     `runs`: the records of `results_dir` if already loaded (`load_runs`), else they are loaded here;
     `floor`: the headline's utility floor (default `headline.FLOOR`); `reference`: the results dir whose
@@ -41,14 +37,15 @@ def leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float
     long = long_table(runs)
     agg = aggregate(long)
     worst = worst_case(agg)
+    costs = label_costs(long)
     reference = repository_reference() if reference == REPOSITORY else reference
     top = headline(worst, agg, runs, FLOOR if floor is None else floor,
-                   borrowed_baselines(runs, Path(results_dir), reference))
-    return {"long": long, "agg": agg, "worst": worst, "headline": top}
+                   borrowed_baselines(runs, Path(results_dir), reference), costs)
+    return {"long": long, "agg": agg, "worst": worst, "label_cost": costs, "headline": top}
 
 
 LEADERBOARD_FILES = {"long": "leaderboard.csv", "agg": "leaderboard_agg.csv", "worst": "leaderboard_worst.csv",
-                     "headline": "leaderboard_headline.csv"}
+                     "label_cost": "leaderboard_label_cost.csv", "headline": "leaderboard_headline.csv"}
 
 
 def write_leaderboards(results_dir: Path, runs: list[dict] | None = None, floor: float | None = None,

@@ -1,0 +1,99 @@
+"""Label cost: the labelled releases an attacker needs, over those it needs on raw images."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.results.keys import LONG_COLUMNS
+from bench.results.label_cost import cheapest, cost_text, label_costs, reach
+
+BUDGETS = (100, 1000, 10_000, 40_000)
+
+
+def curve_rows(defense: str, score, budgets=BUDGETS, seeds=(0, 1, 2), attacker: str = "adaptive",
+               params: str = "{}", weak: bool = False) -> list[dict]:
+    """Long-table rows of one configuration's budget curve: `score(images, seed)` at each budget."""
+    rows = []
+    for seed in seeds:
+        for b in budgets:
+            base = {"run_id": f"{defense}{params}{attacker}{b}{seed}", "defense": defense, "defense_params": params,
+                    "attacker": attacker, "attacker_params": json.dumps({"budget": b}), "knowledge": "gray-box",
+                    "dataset": "d", "target_task": "group", "attack_task": "class", "target_arch": "cnn",
+                    "preset": "smoke", "eval_split": "test", "max_release": 0, "seed": seed,
+                    "weak_attacker": weak, "derivable": False}
+            metric = "ssim" if attacker == "inversion" else "attack_acc"
+            rows += [{**base, "metric": metric, "value": score(b, seed)},
+                     {**base, "metric": "attack_images", "value": float(b)}]
+    return rows
+
+
+def table(*parts) -> pd.DataFrame:
+    return pd.DataFrame([r for part in parts for r in part], columns=LONG_COLUMNS)
+
+
+def identity_score(b, seed=0):
+    return 0.2 + 0.15 * math.log10(b) + 0.001 * seed   # linear in log budget: interpolation is exact
+
+
+def cost_of(costs: pd.DataFrame, defense: str, q: float = 0.9) -> pd.Series:
+    return costs[(costs.defense == defense) & (costs.q == q)].iloc[0]
+
+
+def test_a_curve_shifted_four_times_in_budget_costs_four():
+    shifted = curve_rows("vfc", lambda b, s: identity_score(b / 4, s), budgets=BUDGETS + (160_000,))
+    costs = label_costs(table(curve_rows("identity", identity_score), shifted))
+    vfc = cost_of(costs, "vfc")
+    assert vfc.label_cost == pytest.approx(4.0, rel=1e-9) and not vfc.bound and vfc.n == 3
+    assert vfc.ci95_low == pytest.approx(4.0) and vfc.ci95_high == pytest.approx(4.0)
+
+
+def test_identity_costs_one_by_construction():
+    costs = label_costs(table(curve_rows("identity", identity_score)))
+    assert (costs.label_cost == 1.0).all() and set(costs.q) == {0.8, 0.9, 0.95}
+
+
+def test_a_curve_that_never_reaches_the_goal_gives_a_lower_bound():
+    flat = curve_rows("vfc", lambda b, s: 0.6)
+    vfc = cost_of(label_costs(table(curve_rows("identity", identity_score), flat)), "vfc")
+    assert vfc.bound
+    # The largest budget it ran over the identity's number at the goal: a lower bound on the true cost.
+    goals = [0.9 * identity_score(40_000, seed) for seed in (0, 1, 2)]
+    bounds = [40_000 / 10 ** ((goal - 0.2 - 0.001 * seed) / 0.15) for seed, goal in enumerate(goals)]
+    assert vfc.label_cost == pytest.approx(np.mean(bounds), rel=1e-9)
+    assert cost_text(vfc.label_cost, vfc.bound).startswith(">= ")
+
+
+def test_the_cost_grows_with_the_share_of_full_accuracy_asked_for():
+    slower = curve_rows("vfc", lambda b, s: 0.2 + 0.12 * math.log10(b), budgets=BUDGETS + (10**6, 10**7))
+    costs = label_costs(table(curve_rows("identity", identity_score), slower))
+    by_q = [cost_of(costs, "vfc", q) for q in (0.8, 0.9, 0.95)]
+    assert not any(c.bound for c in by_q)
+    assert [c.label_cost for c in by_q] == sorted(c.label_cost for c in by_q) and by_q[0].label_cost < by_q[-1].label_cost
+
+
+def test_an_identity_already_at_the_goal_at_its_smallest_budget_leaves_the_cost_unresolved():
+    easy = curve_rows("identity", lambda b, s: 0.9)
+    vfc = cost_of(label_costs(table(easy, curve_rows("vfc", lambda b, s: 0.85))), "vfc")
+    assert math.isnan(vfc.label_cost) and cost_text(vfc.label_cost, vfc.bound) == ""
+
+
+def test_inversion_is_scored_by_ssim_and_weak_cells_are_not_the_cheapest_route():
+    rows = table(curve_rows("identity", identity_score, attacker="inversion"),
+                 curve_rows("vfc", lambda b, s: identity_score(b / 4, s), budgets=BUDGETS + (160_000,),
+                            attacker="inversion"),
+                 curve_rows("identity", identity_score, weak=True),
+                 curve_rows("vfc", lambda b, s: identity_score(b, s), weak=True))
+    costs = label_costs(rows)
+    (route,) = [v for key, v in cheapest(costs).items() if key[0] == "vfc"]
+    # adaptive (weak) costs 1 and would be cheaper; only the calibrated inversion counts.
+    assert route["label_cost_attacker"] == "inversion[class]"
+    assert route["label_cost"] == pytest.approx(4.0)
+
+
+def test_reach_interpolates_on_log_budget():
+    images, scores = np.array([100.0, 10_000.0]), np.array([0.2, 0.6])
+    assert reach(images, scores, 0.4) == (pytest.approx(1000.0), "")
+    assert reach(images, scores, 0.1) == (100.0, "below")
+    assert reach(images, scores, 0.7) == (10_000.0, "above")
