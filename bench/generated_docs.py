@@ -41,6 +41,7 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
     return {
         "headline-ranked": views.markdown(views.headline(tables["headline"], ranked_only=True)[README_HEADLINE]),
         "headline": views.markdown(views.headline(tables["headline"])),
+        "label-cost-summary": views.label_cost_summary(tables["headline"]),
         "per-attacker": views.markdown(views.per_attacker(tables["agg"])),
         "worst": views.markdown(views.worst(tables["worst"])),
         "claims": _claims_table(results_dir, tables["agg"]),

@@ -14,8 +14,8 @@ from bench.results.label_cost import cost_text
 PER_ATTACKER_METRICS = ["utility_acc", "attack_acc", "attack_acc_mean", "leakage", "psnr", "ssim", "chance",
                         "clean_acc"]
 HEADLINE_COLUMNS = ["dataset", "tasks", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage",
-                    "worst_ci95", "worst_attacker", "label_cost", "n_seeds", "listed_apart", "baseline", "baseline_worst_leakage",
-                    "baseline_compared_over", "worst_leakage_vs_baseline"]
+                    "worst_ci95", "worst_attacker", "label_cost", "n_seeds", "listed_apart", "baseline",
+                    "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline"]
 
 
 def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:
@@ -78,6 +78,33 @@ def missing_baselines(top: pd.DataFrame) -> list[str]:
                      f"python -m bench run --dataset {dataset} --defense {','.join(baselines)} --attacker all "
                      f"--seeds 0-{max(seeds - 1, 0)} (add --set NAME.PARAM=V,V,... for strengths at its utility)")
     return lines
+
+
+def label_cost_summary(top: pd.DataFrame) -> str:
+    """In words: which ranked defense costs an attacker more labels than its utility-matched baseline, on
+    which task pair and by how much; or which label costs exist when none stands beside a baseline's."""
+    ranked = top[top["rank"].notna() & ~top.config.str.startswith("identity")]
+    both = ranked[ranked.label_cost.notna() & ranked.baseline_label_cost.notna()]
+    lines = []
+    for r in both.itertuples():
+        own, base = cost_text(r.label_cost, r.label_cost_bound), cost_text(r.baseline_label_cost,
+                                                                             r.baseline_label_cost_bound)
+        if r.label_cost > r.baseline_label_cost and not r.baseline_label_cost_bound:
+            verdict = f"more than the baseline, {r.label_cost / r.baseline_label_cost:.1f} x its cost"
+        else:
+            verdict = "no more than the baseline"
+        lines.append(f"- {r.dataset} ({r.tasks}): `{r.config}` costs the cheapest attacker "
+                     f"({r.label_cost_attacker}) {own} x the labels it needs on raw images; its utility-matched "
+                     f"baseline `{r.baseline}` costs {base} x: {verdict}.")
+    if lines:
+        return "\n".join(lines)
+    measured = ranked[ranked.label_cost.notna()]
+    held = ", ".join(f"`{c}` on {d} ({t}): {cost_text(v, b)}" for c, d, t, v, b in
+                     zip(measured.config, measured.dataset, measured.tasks, measured.label_cost,
+                         measured.label_cost_bound))
+    return ("No ranked defense's label cost stands beside its utility-matched baseline's yet: a label cost "
+            "needs budget curves (`--set adaptive.budget=100,300,1000,3000`) of the defense and of the "
+            "baseline. Label costs measured so far: " + (held or "none") + ".")
 
 
 def markdown(df: pd.DataFrame) -> str:

@@ -70,7 +70,8 @@ def test_the_cost_grows_with_the_share_of_full_accuracy_asked_for():
     costs = label_costs(table(curve_rows("identity", identity_score), slower))
     by_q = [cost_of(costs, "vfc", q) for q in (0.8, 0.9, 0.95)]
     assert not any(c.bound for c in by_q)
-    assert [c.label_cost for c in by_q] == sorted(c.label_cost for c in by_q) and by_q[0].label_cost < by_q[-1].label_cost
+    costs = [c.label_cost for c in by_q]
+    assert costs == sorted(costs) and costs[0] < costs[-1]
 
 
 def test_an_identity_already_at_the_goal_at_its_smallest_budget_leaves_the_cost_unresolved():
@@ -97,3 +98,21 @@ def test_reach_interpolates_on_log_budget():
     assert reach(images, scores, 0.4) == (pytest.approx(1000.0), "")
     assert reach(images, scores, 0.1) == (100.0, "below")
     assert reach(images, scores, 0.7) == (10_000.0, "above")
+
+
+def test_the_summary_says_which_defense_costs_more_labels_than_its_baseline_and_by_how_much():
+    from bench.views import label_cost_summary
+
+    top = pd.DataFrame([
+        {"dataset": "d", "tasks": "group -> class", "rank": 1, "config": "vfc", "label_cost": 6.0,
+         "label_cost_bound": False, "label_cost_attacker": "adaptive[class]", "baseline": "jpeg(quality=25)",
+         "baseline_label_cost": 1.5, "baseline_label_cost_bound": False},
+        {"dataset": "d", "tasks": "group -> class", "rank": 2, "config": "arl", "label_cost": 1.2,
+         "label_cost_bound": False, "label_cost_attacker": "attribute[class]", "baseline": "jpeg(quality=25)",
+         "baseline_label_cost": 1.5, "baseline_label_cost_bound": False}])
+    text = label_cost_summary(top)
+    assert "`vfc` costs the cheapest attacker (adaptive[class]) 6.0 x" in text and "4.0 x its cost" in text
+    assert "`arl`" in text and text.count("no more than the baseline") == 1
+    none = label_cost_summary(top.assign(baseline_label_cost=math.nan))
+    assert none.startswith("No ranked defense's label cost stands beside")
+    assert "`vfc` on d (group -> class): 6.0" in none

@@ -46,7 +46,7 @@ COLUMNS = ["dataset", "tasks", "rank", "config", "utility_acc", "utility_ratio",
            "worst_ci95_high", "worst_attacker", "label_cost", "label_cost_bound", "label_cost_attacker", "n_seeds",
            "listed_apart", "baseline", "baseline_source",
            "baseline_utility_ratio", "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline",
-           "utility_floor"]
+           "baseline_label_cost", "baseline_label_cost_bound", "utility_floor"]
 
 
 # What a baseline taken from another results dir must share with the configurations it stands beside.
@@ -132,7 +132,8 @@ def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
     """The baseline columns of `row`: among baselines at a utility ratio >= its own, the one compared
     over the most of its counted attackers, then with the lowest worst case over them."""
     none = {"baseline": "", "baseline_source": "", "baseline_utility_ratio": math.nan,
-            "baseline_worst_leakage": math.nan, "baseline_compared_over": "", "worst_leakage_vs_baseline": math.nan}
+            "baseline_worst_leakage": math.nan, "baseline_compared_over": "", "worst_leakage_vs_baseline": math.nan,
+            "baseline_label_cost": math.nan, "baseline_label_cost_bound": False}
     own = row["leaks"]
     candidates = []
     for b in baselines.to_dict("records"):
@@ -143,9 +144,12 @@ def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
     if not candidates:
         return none
     _, worst, config, common, b = min(candidates, key=lambda c: c[:3])
-    return {"baseline": config, "baseline_source": b["source"], "baseline_utility_ratio": b["utility_ratio"], "baseline_worst_leakage": worst,
+    return {"baseline": config, "baseline_source": b["source"], "baseline_utility_ratio": b["utility_ratio"],
+            "baseline_worst_leakage": worst,
             "baseline_compared_over": "" if len(common) == len(own) else ", ".join(common),
-            "worst_leakage_vs_baseline": max(own[a] for a in common)}
+            "worst_leakage_vs_baseline": max(own[a] for a in common),
+            "baseline_label_cost": b.get("label_cost", math.nan),
+            "baseline_label_cost_bound": bool(b.get("label_cost_bound", False))}
 
 
 def _apart(attackers: set, everyone: set, ratio: float, floor: float) -> str:
