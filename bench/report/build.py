@@ -85,15 +85,17 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
         # Columns a headline written by an older version lacks, and what they mean there: the default
         # floor, its own baselines, no label cost, one task pair per dataset.
         later = {"utility_floor": FLOOR, "baseline_source": "", "tasks": "", "label_cost": math.nan,
-                 "label_cost_bound": "False", "label_cost_attacker": ""}
+                 "label_cost_bound": "False", "label_cost_attacker": "", "baseline_label_cost": math.nan,
+                 "baseline_label_cost_bound": "False"}
         top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text and c not in later])
         for c, default in later.items():
             top[c] = top[c] if c in top else default
         for c in ("baseline_source", "tasks", "label_cost_attacker"):
             top[c] = from_spreadsheet_safe(top[c].astype(str))
-        for c in ("utility_floor", "label_cost"):
+        for c in ("utility_floor", "label_cost", "baseline_label_cost"):
             top[c] = pd.to_numeric(top[c], errors="coerce")
-        top["label_cost_bound"] = top["label_cost_bound"].astype(str) == "True"
+        for c in ("label_cost_bound", "baseline_label_cost_bound"):
+            top[c] = top[c].astype(str) == "True"
         return agg, top
     tables = leaderboards(results_dir, load_runs(results_dir) if runs is None else runs)
     return tables["agg"], tables["headline"]
