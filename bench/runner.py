@@ -54,7 +54,7 @@ from bench.pipeline import (RELEASED_SPLITS, Stage, data_digest, data_name, data
 from bench.registry import ATTACKERS, DEFENSES, hparams_of
 from bench.results.records import check_one_data_version, check_planned, load_runs, read_run, run_path, write_run
 from bench.runspec import RunSpec
-from bench.software import git_commit, versions
+from bench.software import cpu, git_commit, versions
 from bench.storage import StorageError, atomic_write_bytes, digest_json
 from bench.training import resolve_device
 
@@ -398,7 +398,7 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
     record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest, "code_digests": code,
               "dataset_digest": None, "device": str(device),
               "precision": precision.active(device),
-              "versions": versions(), "git_commit": git_commit(), "preset": spec.preset}
+              "versions": versions(), "git_commit": git_commit(), "cpu": cpu(), "preset": spec.preset}
     start = time.perf_counter()
     reason = None
     try:

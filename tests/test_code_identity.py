@@ -1,6 +1,7 @@
 """A plugin's code is part of what a result is: an edited plugin never reuses results or fits its old code made."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,38 @@ def test_a_plugins_digest_covers_its_own_package_and_no_other_plugin(tmp_path, m
     assert set(code_digest.source_modules(cls)) == {"mypkg.defense", "mypkg.nets"}
     (pkg / "nets.py").write_text("WIDTH = 16\n\ndef width():\n    return WIDTH\n")
     assert code_digest.class_digest(cls) != before
+
+
+# --- a refactor of a built-in plugin is told apart from a change of its numbers ------------------------
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def _smallest_cell(defense: str) -> dict:
+    """The committed Fashion-MNIST seed-0 record of `defense` that ran fastest: its cheapest cell to redo."""
+    records = [json.loads(p.read_text()) for p in (REPO / "results" / "reference" / "runs").glob("*.json")]
+    mine = [r for r in records if r["status"] == "ok" and r["spec"]["defense"] == defense
+            and r["spec"]["dataset"] == "fashion-mnist" and r["spec"]["seed"] == 0
+            and r["spec"].get("eval_split", "test") == "test"]
+    return min(mine, key=lambda r: (r.get("wall_s", float("inf")), r["run_id"]))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.parametrize("defense", ["identity", "vfc", "arl", "fmd", "noise", "blur", "jpeg", "pixelate"])
+def test_every_built_in_defense_still_makes_its_committed_numbers(defense, cli, tmp_path):
+    """The check behind updating code_digests.json on purpose: each built-in defense's cheapest committed
+    cell, redone by the code of this checkout at fp32 on one thread (as the reference ran), gives the
+    same numbers bit for bit. A refactor passes; a change of what a defense computes does not."""
+    import shlex
+
+    from bench.report.provenance import reproduce_command
+
+    committed = _smallest_cell(defense)
+    args = shlex.split(reproduce_command(committed["spec"]))[3:]   # after `python -m bench`
+    run = cli(*args, "--precision", "fp32", "--no-reference", "--results-dir", tmp_path, "--no-plots",
+              env_extra={"OMP_NUM_THREADS": "1"}, timeout=3600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    fresh = json.loads((tmp_path / "runs" / f"{committed['run_id']}.json").read_text())
+    timings = {"fit_s", "attack_fit_s", "release_ms_per_image"}
+    assert {k: v for k, v in fresh["metrics"].items() if k not in timings} == \
+        {k: v for k, v in committed["metrics"].items() if k not in timings}

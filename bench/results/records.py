@@ -164,7 +164,7 @@ def validate_record(record, path: Path) -> dict:
     flags = record.get("flags", {})
     if not isinstance(flags, dict) or not all(isinstance(flags.get(k, False), bool) for k in BOOL_FLAGS):
         raise bad(f"flags is {_show(flags)}, not an object with boolean {' and '.join(BOOL_FLAGS)}")
-    for k in ("knowledge", "reason"):
+    for k in ("knowledge", "reason", "cpu"):
         if k in record and not isinstance(record[k], str):
             raise bad(f"{k} is {_show(record[k])}, not text")
     for k in ("data_digest", "dataset_digest"):   # null: not known (a record of a run that never reached its data)
