@@ -87,3 +87,26 @@ def test_restoring_weights_that_build_has_no_module_for_names_the_defense():
     assert torch.equal(restored.net_.weight, fitted.net_.weight)
     with pytest.raises(ContractError, match=r"defense 'netinfit'.*module net_ is not created by _build"):
         NetInFit().restore(state, target, data.spec, data.device)
+
+
+def readme_example() -> str:
+    text = (REPO / "README.md").read_text()
+    found = re.search(r"```python\n(# mylearned\.py\n.*?)```", text, re.S)
+    assert found, "README.md has no `# mylearned.py` example"
+    return found.group(1)
+
+
+def test_the_readmes_learned_defense_runs_against_every_attacker_as_an_outside_package(cli, tmp_path):
+    site, results = tmp_path / "site", tmp_path / "results"
+    env = _distribution(site, "mylearned", "[bench.defenses]\nlearned = mylearned:Learned\n")
+    (site / "mylearned.py").write_text(readme_example())
+    run = cli("run", "--defense", "learned", "--attacker", "all", "--dataset", "synthetic", "--preset", "smoke",
+              "--no-reference", "--no-plots", "--results-dir", results, env_extra=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    records = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    learned = {r["spec"]["attacker"]: r["status"] for r in records if r["spec"]["defense"] == "learned"}
+    assert set(learned) == {"transfer", "finetune", "adaptive", "attribute", "inversion"}, learned
+    assert set(learned.values()) == {"ok"}, [r.get("reason") for r in records]
+    bad = cli("run", "--defense", "learned", "--dataset", "synthetic", "--preset", "smoke", "--set",
+              "learned.lr=0", "--results-dir", results, env_extra=env)
+    assert bad.returncode == 2 and "learned.lr=0.0: must be > 0" in bad.stderr, bad.stderr
