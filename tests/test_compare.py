@@ -352,3 +352,22 @@ def test_a_configuration_a_results_dir_lacks_is_taken_from_the_reference_results
     # Nothing of that name anywhere: the error names the user's own configurations.
     out = main_inprocess("compare", "--results-dir", tmp_path / "mine", "--a", "vfc()", "--b", "jpeg(quality=3)")
     assert out.returncode == 2 and "vfc()" in out.stderr
+
+
+def test_cells_made_by_two_versions_of_a_defense_are_named(tmp_path, main_inprocess):
+    def made_by(root: Path, code: str) -> Path:
+        for attacker in ("adaptive", "inversion"):
+            for seed in (0, 1, 2):
+                r = record("noise", {}, attacker, seed, leakage=0.8)
+                write_run(root, {**r, "code_digests": {"defense": code * 64, "attacker": "a" * 64,
+                                                       "dataset": "d" * 64}})
+        write_leaderboards(root)
+        return root
+
+    a, b = made_by(tmp_path / "a", "1"), made_by(tmp_path / "b", "2")
+    out = main_inprocess("compare", a / "leaderboard.csv", b / "leaderboard.csv")
+    assert out.returncode == 0, out.stderr
+    assert (f"note: defense noise: A's runs were made by its code {'1' * 12}, B's by {'2' * 12}: a difference may "
+            "come from the code, not only the seeds") in out.stdout
+    same = main_inprocess("compare", a / "leaderboard.csv", made_by(tmp_path / "c", "1") / "leaderboard.csv")
+    assert "made by its code" not in same.stdout

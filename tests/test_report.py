@@ -378,3 +378,17 @@ def test_a_users_report_with_only_their_defense_shows_the_reference_baseline(tmp
     page = build_report(_users_dir(tmp_path, ("identity", "arl")), tmp_path / "site").read_text()
     assert re.search(r"jpeg\(quality=50\) \(from the reference results, 0\.993", page), page[:2000]
     assert 'id="claims"' in page   # ARL on Fashion-MNIST is a claim these results measure
+
+
+def test_the_provenance_row_names_the_code_of_each_plugin():
+    from bench.report.provenance import provenance_rows
+
+    spec = RunSpec(defense="identity", attacker="adaptive", dataset="synthetic", target_task="class",
+                   attack_task="class", target_arch="cnn", seed=0, preset="smoke")
+    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok", "metrics": {},
+              "code_digests": {"defense": "1a2b3c4d" + "0" * 56, "attacker": "5e6f7a8b" + "0" * 56,
+                               "dataset": None}}
+    (row,) = provenance_rows([record])
+    assert row["code"] == "defense 1a2b3c4d, attacker 5e6f7a8b"
+    (old,) = provenance_rows([{k: v for k, v in record.items() if k != "code_digests"}])
+    assert old["code"] == ""

@@ -50,7 +50,7 @@ def compare_command(leaderboards: list[Path], results_dir: Path | None, a: str |
     comparison = compare_sides(side_a.long, side_b.long, same_configuration=selections is None)
     name_a = side_a.name + (f", {selections[0].text}" if selections else "")
     name_b = side_b.name + (f", {selections[1].text}" if selections else "")
-    lines = report(comparison, name_a, name_b)
+    lines = report(comparison, name_a, name_b) + code_notes(side_a, side_b)
     if not side_a.long.empty and side_a.long.equals(side_b.long):
         lines.insert(0, "note: A and B are the same runs (a configuration or leaderboard compared with itself): "
                         "every difference is 0 by construction")
@@ -72,5 +72,21 @@ def _select_or_borrow(side: Side, selection: Selection, dataset: str | None, bor
             chosen = select(other, selection)
         except BenchError:
             raise own_error from None
-        return Side(f"{chosen.name} (reference results: {side.name} has no {selection.text})", chosen.long)
+        return Side(f"{chosen.name} (reference results: {side.name} has no {selection.text})", chosen.long,
+                    chosen.code)
 
+
+def code_notes(side_a: Side, side_b: Side) -> list[str]:
+    """One line per defense whose runs on the two sides were made by different code (their records'
+    `code_digests`): a difference between them may come from the code as well as from the seeds."""
+    def digests(side: Side) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for run_id, defense in zip(side.long["run_id"], side.long["defense"]):
+            if run_id in side.code:
+                out.setdefault(defense, set()).add(side.code[run_id][:12])
+        return out
+
+    a, b = digests(side_a), digests(side_b)
+    return [f"note: defense {d}: A's runs were made by its code {', '.join(sorted(a[d]))}, B's by "
+            f"{', '.join(sorted(b[d]))}: a difference may come from the code, not only the seeds"
+            for d in sorted(set(a) & set(b)) if a[d] != b[d]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -27,18 +27,26 @@ SELECTABLE = ["dataset", "defense", "defense_params", "eval_split", "max_release
 class Side:
     name: str            # how the report calls it: the file or directory it was read from
     long: pd.DataFrame   # a long table (results.LONG_COLUMNS) plus `data_digest`: None where no record says
+    code: dict = field(default_factory=dict)   # run_id -> digest of its defense's code, where a record says
 
 
 def read_leaderboard(path: Path) -> Side:
     """A leaderboard CSV (`read_long`), with the data digests of the records beside it in `runs/`."""
     path = Path(path)
     long = read_long(path)
-    digests = _digests_beside(path, set(long["run_id"]))
-    return Side(str(path), long.assign(data_digest=[digests.get(i) for i in long["run_id"]]))
+    records = _records_beside(path, set(long["run_id"]))
+    digests = {i: _digest_of(r, run_path(path.parent, i)) for i, r in records.items()}
+    return Side(str(path), long.assign(data_digest=[digests.get(i) for i in long["run_id"]]), _code_of(records))
 
 
-def _digests_beside(path: Path, run_ids: set[str]) -> dict[str, str | None]:
-    """run_id -> data digest, for the runs of `run_ids` recorded in the `runs/` directory beside `path`."""
+def _code_of(records: dict[str, dict]) -> dict[str, str]:
+    """run_id -> the digest of its defense's code, for the records that name it."""
+    return {i: r["code_digests"]["defense"] for i, r in records.items()
+            if (r.get("code_digests") or {}).get("defense")}
+
+
+def _records_beside(path: Path, run_ids: set[str]) -> dict[str, dict]:
+    """run_id -> record, for the runs of `run_ids` recorded in the `runs/` directory beside `path`."""
     results_dir = path.parent
     runs_dir = results_dir / "runs"
     if not runs_dir.is_dir():
@@ -48,8 +56,7 @@ def _digests_beside(path: Path, run_ids: set[str]) -> dict[str, str | None]:
         present = {p.name for p in runs_dir.iterdir()}
     except OSError as e:
         raise BenchError(f"cannot list {runs_dir}: {e.strerror or e}") from None
-    return {i: _digest_of(read_run(results_dir, i), run_path(results_dir, i))
-            for i in sorted(run_ids) if f"{i}.json" in present}
+    return {i: read_run(results_dir, i) for i in sorted(run_ids) if f"{i}.json" in present}
 
 
 def read_results_dir(results_dir: Path) -> Side:
@@ -60,7 +67,8 @@ def read_results_dir(results_dir: Path) -> Side:
     runs = load_runs(results_dir)
     digests = {r["run_id"]: _digest_of(r, run_path(results_dir, r["run_id"])) for r in runs}
     long = long_table(runs)
-    return Side(str(results_dir), long.assign(data_digest=[digests[i] for i in long["run_id"]]))
+    return Side(str(results_dir), long.assign(data_digest=[digests[i] for i in long["run_id"]]),
+                _code_of({r["run_id"]: r for r in runs}))
 
 
 def _digest_of(record: dict, path: Path) -> str | None:
@@ -74,7 +82,7 @@ def _digest_of(record: dict, path: Path) -> str | None:
 def only_dataset(side: Side, dataset: str) -> Side:
     """The runs on `dataset`: a label as the leaderboard prints it, or a plain name, which takes every
     directory of that dataset (`folder` is `folder:faces@1a2b3c4d` and `folder:cats@...`)."""
-    return Side(side.name, side.long[side.long["dataset"].map(lambda d: of_dataset(d, dataset))])
+    return Side(side.name, side.long[side.long["dataset"].map(lambda d: of_dataset(d, dataset))], side.code)
 
 
 def of_dataset(label: str, dataset: str) -> bool:
@@ -154,7 +162,7 @@ def select(side: Side, selection: Selection) -> Side:
         chosen.append(found)
     wanted = set(pd.concat(chosen)[SELECTABLE].itertuples(index=False, name=None))
     keep = [key in wanted for key in side.long[SELECTABLE].itertuples(index=False, name=None)]
-    return Side(side.name, rows_where(side.long, keep))
+    return Side(side.name, rows_where(side.long, keep), side.code)
 
 
 def _matches(selection: Selection, config) -> bool:

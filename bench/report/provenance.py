@@ -80,9 +80,19 @@ def provenance_rows(runs: list[dict]) -> list[dict]:
                      + setting_label(s.get("eval_split", "test"), s.get("max_release") or 0),
                      "attacker": f"{plugins.label(ATTACKERS, s['attacker'], s['attacker_params'])}[{s['attack_task']}]",
                      "seed": s["seed"], "command": _command(r, plugins), "commit": _commit(r.get("git_commit")),
+                     "code": _code(r.get("code_digests")),
                      "versions": _versions(r.get("versions")), "wall": _duration(r.get("wall_s")),
                      "status": r["status"], "reason": str(r.get("reason", ""))})
     return sorted(rows, key=lambda x: (x["dataset"], x["defense"], x["attacker"], x["seed"], x["run_id"]))
+
+
+def _code(digests) -> str:
+    """`defense 1a2b3c4d, attacker ..., dataset ...`: the first 8 hex digits of each plugin's code digest;
+    "" for a record made before records named their code (its results dir's code_digests.json does)."""
+    if not isinstance(digests, dict):
+        return ""
+    return ", ".join(f"{kind} {digests[kind][:8]}" for kind in ("defense", "attacker", "dataset")
+                     if isinstance(digests.get(kind), str))
 
 
 def _command(record: dict, plugins: Plugins) -> str:
