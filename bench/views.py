@@ -89,10 +89,14 @@ def label_cost_summary(top: pd.DataFrame) -> str:
     for r in both.itertuples():
         own, base = cost_text(r.label_cost, r.label_cost_bound), cost_text(r.baseline_label_cost,
                                                                              r.baseline_label_cost_bound)
-        if r.label_cost > r.baseline_label_cost and not r.baseline_label_cost_bound:
-            verdict = f"more than the baseline, {r.label_cost / r.baseline_label_cost:.1f} x its cost"
+        # The test of compare: disjoint 95 % intervals (a lower bound counts only by its own lower end).
+        ratio = r.label_cost / r.baseline_label_cost
+        if r.label_cost_ci95_low > r.baseline_label_cost_ci95_high and not r.baseline_label_cost_bound:
+            verdict = f"more than the baseline, {ratio:.1f} x its cost (the 95 % intervals are disjoint)"
+        elif r.label_cost_ci95_high < r.baseline_label_cost_ci95_low and not r.label_cost_bound:
+            verdict = f"less than the baseline, {ratio:.1f} x its cost (the 95 % intervals are disjoint)"
         else:
-            verdict = "no more than the baseline"
+            verdict = f"not told apart from the baseline ({ratio:.1f} x its cost; the 95 % intervals overlap)"
         lines.append(f"- {r.dataset} ({r.tasks}): `{r.config}` costs the cheapest attacker "
                      f"({r.label_cost_attacker}) {own} x the labels it needs on raw images; its utility-matched "
                      f"baseline `{r.baseline}` costs {base} x: {verdict}.")

@@ -105,14 +105,19 @@ def test_the_summary_says_which_defense_costs_more_labels_than_its_baseline_and_
 
     top = pd.DataFrame([
         {"dataset": "d", "tasks": "group -> class", "rank": 1, "config": "vfc", "label_cost": 6.0,
-         "label_cost_bound": False, "label_cost_attacker": "adaptive[class]", "baseline": "jpeg(quality=25)",
-         "baseline_label_cost": 1.5, "baseline_label_cost_bound": False},
-        {"dataset": "d", "tasks": "group -> class", "rank": 2, "config": "arl", "label_cost": 1.2,
-         "label_cost_bound": False, "label_cost_attacker": "attribute[class]", "baseline": "jpeg(quality=25)",
-         "baseline_label_cost": 1.5, "baseline_label_cost_bound": False}])
+         "label_cost_ci95_low": 5.0, "label_cost_ci95_high": 7.0, "label_cost_bound": False,
+         "label_cost_attacker": "adaptive[class]", "baseline": "jpeg(quality=25)", "baseline_label_cost": 1.5,
+         "baseline_label_cost_ci95_low": 1.0, "baseline_label_cost_ci95_high": 2.0,
+         "baseline_label_cost_bound": False},
+        {"dataset": "d", "tasks": "group -> class", "rank": 2, "config": "arl", "label_cost": 1.7,
+         "label_cost_ci95_low": 1.2, "label_cost_ci95_high": 2.2, "label_cost_bound": False,
+         "label_cost_attacker": "attribute[class]", "baseline": "jpeg(quality=25)", "baseline_label_cost": 1.5,
+         "baseline_label_cost_ci95_low": 1.0, "baseline_label_cost_ci95_high": 2.0,
+         "baseline_label_cost_bound": False}])
     text = label_cost_summary(top)
-    assert "`vfc` costs the cheapest attacker (adaptive[class]) 6.0 x" in text and "4.0 x its cost" in text
-    assert "`arl`" in text and text.count("no more than the baseline") == 1
+    assert "`vfc` costs the cheapest attacker (adaptive[class]) 6.0 x" in text
+    assert "more than the baseline, 4.0 x its cost (the 95 % intervals are disjoint)" in text
+    assert "`arl`" in text and "not told apart from the baseline (1.1 x its cost; the 95 % intervals overlap)" in text
     none = label_cost_summary(top.assign(baseline_label_cost=math.nan))
     assert none.startswith("No ranked defense's label cost stands beside")
     assert "`vfc` on d (group -> class): 6.0" in none

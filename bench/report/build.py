@@ -86,13 +86,16 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
         # floor, its own baselines, no label cost, one task pair per dataset.
         later = {"utility_floor": FLOOR, "baseline_source": "", "tasks": "", "label_cost": math.nan,
                  "label_cost_bound": "False", "label_cost_attacker": "", "baseline_label_cost": math.nan,
-                 "baseline_label_cost_bound": "False"}
+                 "baseline_label_cost_bound": "False", "label_cost_ci95_low": math.nan,
+                 "label_cost_ci95_high": math.nan, "baseline_label_cost_ci95_low": math.nan,
+                 "baseline_label_cost_ci95_high": math.nan}
         top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text and c not in later])
         for c, default in later.items():
             top[c] = top[c] if c in top else default
         for c in ("baseline_source", "tasks", "label_cost_attacker"):
             top[c] = from_spreadsheet_safe(top[c].astype(str))
-        for c in ("utility_floor", "label_cost", "baseline_label_cost"):
+        for c in ("utility_floor", "label_cost", "baseline_label_cost", "label_cost_ci95_low", "label_cost_ci95_high",
+                  "baseline_label_cost_ci95_low", "baseline_label_cost_ci95_high"):
             top[c] = pd.to_numeric(top[c], errors="coerce")
         for c in ("label_cost_bound", "baseline_label_cost_bound"):
             top[c] = top[c].astype(str) == "True"

@@ -43,10 +43,12 @@ from bench.results.label_cost import cheapest
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "tasks", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
-           "worst_ci95_high", "worst_attacker", "label_cost", "label_cost_bound", "label_cost_attacker", "n_seeds",
+           "worst_ci95_high", "worst_attacker", "label_cost", "label_cost_ci95_low", "label_cost_ci95_high",
+           "label_cost_bound", "label_cost_attacker", "n_seeds",
            "listed_apart", "baseline", "baseline_source",
            "baseline_utility_ratio", "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline",
-           "baseline_label_cost", "baseline_label_cost_bound", "utility_floor"]
+           "baseline_label_cost", "baseline_label_cost_ci95_low", "baseline_label_cost_ci95_high",
+           "baseline_label_cost_bound", "utility_floor"]
 
 
 # What a baseline taken from another results dir must share with the configurations it stands beside.
@@ -66,7 +68,8 @@ def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: fl
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
     routes = cheapest(costs) if costs is not None and not costs.empty else {}
-    none = {"label_cost": math.nan, "label_cost_bound": False, "label_cost_attacker": ""}
+    none = {"label_cost": math.nan, "label_cost_ci95_low": math.nan, "label_cost_ci95_high": math.nan,
+            "label_cost_bound": False, "label_cost_attacker": ""}
     table = table.assign(**{k: [routes.get(key, none)[k] for key in table.key] for k in none})
     out = []
     # A task pair is a setting of its own: configurations are ranked among those of one designated task.
@@ -133,7 +136,8 @@ def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
     over the most of its counted attackers, then with the lowest worst case over them."""
     none = {"baseline": "", "baseline_source": "", "baseline_utility_ratio": math.nan,
             "baseline_worst_leakage": math.nan, "baseline_compared_over": "", "worst_leakage_vs_baseline": math.nan,
-            "baseline_label_cost": math.nan, "baseline_label_cost_bound": False}
+            "baseline_label_cost": math.nan, "baseline_label_cost_ci95_low": math.nan,
+            "baseline_label_cost_ci95_high": math.nan, "baseline_label_cost_bound": False}
     own = row["leaks"]
     candidates = []
     for b in baselines.to_dict("records"):
@@ -149,6 +153,8 @@ def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
             "baseline_compared_over": "" if len(common) == len(own) else ", ".join(common),
             "worst_leakage_vs_baseline": max(own[a] for a in common),
             "baseline_label_cost": b.get("label_cost", math.nan),
+            "baseline_label_cost_ci95_low": b.get("label_cost_ci95_low", math.nan),
+            "baseline_label_cost_ci95_high": b.get("label_cost_ci95_high", math.nan),
             "baseline_label_cost_bound": bool(b.get("label_cost_bound", False))}
 
 

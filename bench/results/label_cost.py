@@ -120,6 +120,7 @@ def cheapest(costs: pd.DataFrame, q: float = Q) -> dict[tuple, dict]:
     for key, g in counted.groupby(CONFIG, sort=False, dropna=False):
         best = g.loc[g.label_cost.idxmin()]
         out[key] = {"label_cost": float(best.label_cost), "label_cost_bound": bool(best.bound),
+                    "label_cost_ci95_low": float(best.ci95_low), "label_cost_ci95_high": float(best.ci95_high),
                     "label_cost_attacker": f"{best.attacker}[{best.attack_task}]"}
     return out
 
