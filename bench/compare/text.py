@@ -9,6 +9,7 @@ import pandas as pd
 from bench.compare.cells import ATTACK_METRICS, DESIGNATED, NO_TEST, SETUP, UTILITY_METRIC, Comparison, verdict
 from bench.params import config_label, setting_label
 from bench.registry import ATTACKERS
+from bench.results.tables import full_budget
 
 WIDTH = 120
 
@@ -63,7 +64,8 @@ def summary(m: pd.DataFrame) -> list[str]:
             lines += _wrapped(f"utility: A {_value(r.mean_a, r.ci95_low_a, r.ci95_high_a, r.n_a)}, "
                               f"B {_value(r.mean_b, r.ci95_low_b, r.ci95_high_b, r.n_b)}, "
                               f"B - A {_number_text(r.diff, signed=True)}: {r.verdict}", indent="    ")
-        counted = g[(g.metric == "leakage") & ~(g.weak_attacker_a | g.weak_attacker_b | g.derivable_a | g.derivable_b)]
+        counted = g[(g.metric == "leakage") & ~(g.weak_attacker_a | g.weak_attacker_b | g.derivable_a | g.derivable_b)
+                    & pd.Series(full_budget(g.attacker, g.attacker_params), index=g.index, dtype=bool)]
         if counted.empty:
             lines += _wrapped("worst case: no attacker counted on both sides", indent="    ")
             continue

@@ -40,6 +40,7 @@ from bench.params import setting_label, table_labels
 from bench.registry import DEFENSES
 from bench.results.keys import CONFIG, record_columns
 from bench.results.label_cost import cheapest
+from bench.results.tables import counted
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "tasks", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
@@ -127,7 +128,7 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
 
 def _counted_leakage(agg: pd.DataFrame) -> dict[tuple, dict[str, float]]:
     """Per configuration: {attacker: its highest mean leakage} over the rows its worst case counts."""
-    leaks = agg[(agg.metric == "leakage") & ~agg.weak_attacker & ~agg.derivable]
+    leaks = agg[counted(agg)] if len(agg) else agg
     return {key: g.groupby("attacker")["mean"].max().to_dict() for key, g in leaks.groupby(CONFIG, dropna=False)}
 
 

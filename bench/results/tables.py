@@ -3,10 +3,13 @@ seeds (mean, std, n, 95 % CI) and the worst case per defense configuration. Neve
 """
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from bench import metrics as M
 from bench.errors import BenchError
+from bench.registry import ATTACKERS
 from bench.results.keys import BOOL_FLAGS, CONFIG, GROUP, LONG_COLUMNS, record_columns
 from bench.results.records import check_one_data_version, check_one_record_per_seed
 
@@ -43,12 +46,33 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def full_budget(attackers: pd.Series, attacker_params: pd.Series) -> list[bool]:
+    """Which rows' attackers ran at their own budget (the plugin's default: all released images for most,
+    a small labelled set for finetune), not at a point of a budget curve."""
+    defaults: dict[str, object] = {}
+    for a in set(attackers):
+        try:
+            defaults[a] = ATTACKERS.hparams(a).get("budget")
+        except BenchError:   # a plugin no longer installed: its budget as recorded counts
+            defaults[a] = None
+    return [defaults[a] is None or json.loads(p or "{}").get("budget", defaults[a]) == defaults[a]
+            for a, p in zip(attackers, attacker_params)]
+
+
+def counted(agg: pd.DataFrame) -> pd.Series:
+    """The leakage rows a worst case counts: calibrated attackers at their own budget, on non-derivable tasks."""
+    return (agg.metric == "leakage") & ~agg.weak_attacker & ~agg.derivable & pd.Series(
+        full_budget(agg.attacker, agg.attacker_params), index=agg.index, dtype=bool)
+
+
 def worst_case(agg: pd.DataFrame) -> pd.DataFrame:
     """Per defense configuration: utility and the worst leakage over calibrated attackers.
 
     A defense is ranked by its worst case; attackers flagged weak do not count, nor do private
     tasks flagged derivable (a function of the designated task: no release that keeps utility
-    can hide them), and a configuration with no other attacker gets no rank.
+    can hide them), nor an attacker at another budget than its own (a point of a budget curve: the
+    budget is the label cost's axis, and a ratio of two small-budget accuracies is noisy enough to
+    decide a maximum by chance), and a configuration with no other attacker gets no rank.
     """
     cols = CONFIG + ["utility_acc", "agreement", "worst_leakage", "worst_ci95_low", "worst_ci95_high",
                      "worst_attacker", "n_attackers", "n_seeds"]
@@ -58,7 +82,7 @@ def worst_case(agg: pd.DataFrame) -> pd.DataFrame:
     for key, g in agg.groupby(CONFIG, sort=True):
         util = g[g.metric == "utility_acc"]["mean"]
         agree = g[g.metric == "agreement"]["mean"]
-        leaks = g[(g.metric == "leakage") & ~g.weak_attacker & ~g.derivable]
+        leaks = g[counted(g)]
         row = dict(zip(CONFIG, key), utility_acc=float(util.mean()) if len(util) else float("nan"),
                    agreement=float(agree.mean()) if len(agree) else float("nan"),
                    n_attackers=int(leaks.attacker.nunique()), n_seeds=int(g["n"].max()))
