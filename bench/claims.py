@@ -44,7 +44,7 @@ from bench.results.keys import CONFIG, GROUP
 
 REQUIRED = ("paper", "claim", "paper_value", "setting", "dataset", "config", "metric", "rule",
             "verdict_if_true", "verdict_if_false")
-OPTIONAL = ("results", "attacker", "attack_task", "compare_to", "show")
+OPTIONAL = ("results", "attacker", "attack_task", "compare_to", "show", "target_task")
 # Where a claim's cell is looked up: the results directory itself, or its `tuning/` subdirectory
 # (runs scored on val, kept apart from the test results the leaderboards rank).
 RESULTS = ("main", "tuning")
@@ -208,6 +208,7 @@ class Claim:
     attack_task: str = ""
     compare_to: str = ""
     show: tuple[str, ...] = ()
+    target_task: str = ""     # empty: any (needed where a dataset ran several designated tasks)
 
 
 def load_claims(path: Path) -> list[Claim]:
@@ -259,7 +260,8 @@ def load_claims(path: Path) -> list[Claim]:
             claims.append(Claim(line=reader.line_num, rule=rule, results=results,
                                 show=tuple((row.get("show") or "").split()),
                                 **{k: row[k] for k in REQUIRED if k != "rule"},
-                                **{k: row.get(k) or "" for k in ("attacker", "attack_task", "compare_to")}))
+                                **{k: row.get(k) or "" for k in ("attacker", "attack_task", "compare_to",
+                                                                 "target_task")}))
     except csv.Error as e:
         raise BenchError(f"claims file {path} is not readable CSV: {e}") from None
     return claims
@@ -317,7 +319,7 @@ def judge(claims: list[Claim], tables: dict[str, pd.DataFrame | None]) -> list[V
 def _judge(c: Claim, agg: pd.DataFrame | None) -> Verdict:
     if agg is None:
         return _unmeasured(c, f"no {c.results} results")
-    cell, why = _cell(agg, c.dataset, c.config, c.attacker, c.attack_task, c.metric)
+    cell, why = _cell(agg, c.dataset, c.config, c.attacker, c.attack_task, c.metric, c.target_task)
     if cell is None:
         return _unmeasured(c, why)
     row = cell[c.metric]
@@ -329,7 +331,7 @@ def _judge(c: Claim, agg: pd.DataFrame | None) -> Verdict:
     if flags:
         measured += " (" + ", ".join(flags) + ")"
     if c.compare_to:
-        other, why = _cell(agg, c.dataset, c.compare_to, c.attacker, c.attack_task, c.metric)
+        other, why = _cell(agg, c.dataset, c.compare_to, c.attacker, c.attack_task, c.metric, c.target_task)
         if other is None:
             return _unmeasured(c, f"compare_to: {why}", measured)
         o = other[c.metric]
@@ -353,9 +355,11 @@ def _unmeasured(c: Claim, why: str, measured: str = "") -> Verdict:
 
 
 def _cell(agg: pd.DataFrame, dataset: str, config: str, attacker: str, attack_task: str,
-          metric: str) -> tuple[dict | None, str]:
+          metric: str, target_task: str = "") -> tuple[dict | None, str]:
     """{metric: aggregate row} of the one cell the claim names, or (None, why not)."""
     rows = agg[(agg.dataset == dataset) & (agg.config == config)]
+    if target_task:
+        rows = rows[rows.target_task == target_task]
     if rows.empty:
         return None, f"no {config} on {dataset}"
     if attacker:
@@ -367,7 +371,8 @@ def _cell(agg: pd.DataFrame, dataset: str, config: str, attacker: str, attack_ta
     if rows.empty:
         return None, f"no {metric} for {where}"
     if rows.groupby(CONFIG, dropna=False).ngroups > 1:
-        return None, f"ambiguous: {where} matches several configurations (other target task, architecture or preset)"
+        return None, (f"ambiguous: {where} matches several configurations (other target task, architecture or "
+                      "preset); give target_task")
     if attacker and len(rows) > 1:
         tasks = ", ".join(sorted(set(rows.attack_task)))
         return None, f"ambiguous: {where} has several attack tasks ({tasks}); give attack_task"
