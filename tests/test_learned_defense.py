@@ -14,17 +14,18 @@ from conftest import REPO
 from test_plugin_distribution import _distribution
 
 
-def guide_example() -> str:
-    text = (REPO / "docs" / "plugins.md").read_text()
-    found = re.search(r"```python\n(# mybottleneck\.py\n.*?)```", text, re.S)
-    assert found, "docs/plugins.md has no `# mybottleneck.py` example"
+def example(page: str, module: str) -> str:
+    """The Python block of `page` (relative to the repository) that starts `# <module>.py`."""
+    text = (REPO / page).read_text()
+    found = re.search(rf"```python\n(# {module}\.py\n.*?)```", text, re.S)
+    assert found, f"{page} has no `# {module}.py` example"
     return found.group(1)
 
 
 def test_the_guides_learned_defense_fits_restores_and_runs(cli, tmp_path):
     site, results = tmp_path / "site", tmp_path / "results"
     env = _distribution(site, "mybottleneck", "[bench.defenses]\nbottleneck = mybottleneck:Bottleneck\n")
-    (site / "mybottleneck.py").write_text(guide_example())
+    (site / "mybottleneck.py").write_text(example("docs/plugins.md", "mybottleneck"))
     # Two attackers: the second run restores the fit the first one's preparation cached.
     run = cli("run", "--defense", "bottleneck", "--attacker", "adaptive,inversion", "--dataset", "synthetic",
               "--preset", "smoke", "--no-reference", "--no-plots", "--results-dir", results, env_extra=env)
@@ -89,17 +90,10 @@ def test_restoring_weights_that_build_has_no_module_for_names_the_defense():
         NetInFit().restore(state, target, data.spec, data.device)
 
 
-def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    found = re.search(r"```python\n(# mylearned\.py\n.*?)```", text, re.S)
-    assert found, "README.md has no `# mylearned.py` example"
-    return found.group(1)
-
-
 def test_the_readmes_learned_defense_runs_against_every_attacker_as_an_outside_package(cli, tmp_path):
     site, results = tmp_path / "site", tmp_path / "results"
     env = _distribution(site, "mylearned", "[bench.defenses]\nlearned = mylearned:Learned\n")
-    (site / "mylearned.py").write_text(readme_example())
+    (site / "mylearned.py").write_text(example("README.md", "mylearned"))
     run = cli("run", "--defense", "learned", "--attacker", "all", "--dataset", "synthetic", "--preset", "smoke",
               "--no-reference", "--no-plots", "--results-dir", results, env_extra=env)
     assert run.returncode == 0, run.stdout + run.stderr
