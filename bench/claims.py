@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.params import config_label, setting_label
+from bench.params import labels_of, setting_label
 from bench.registry import ATTACKERS
 from bench.results.keys import CONFIG, GROUP
 
@@ -298,10 +298,9 @@ class Verdict:
 def labelled(agg: pd.DataFrame) -> pd.DataFrame:
     """`agg` with the labels a reader (and the claims file) knows configurations and attackers by."""
 
-    # Labelled once per distinct configuration, not per row: a label asks the plugin registry, which is slow.
-    configs = {k: config_label(k[0], k[1]) + setting_label(k[2], k[3]) for k in
+    defenses, attackers = labels_of(agg), labels_of(agg, "attacker", ATTACKERS)
+    configs = {k: defenses[k[0], k[1]] + setting_label(k[2], k[3]) for k in
                set(zip(agg.defense, agg.defense_params, agg.eval_split, agg.max_release))}
-    attackers = {k: config_label(k[0], k[1], ATTACKERS) for k in set(zip(agg.attacker, agg.attacker_params))}
     return agg.assign(config=[configs[k] for k in zip(agg.defense, agg.defense_params, agg.eval_split,
                                                       agg.max_release)],
                       attacker_label=[attackers[k] for k in zip(agg.attacker, agg.attacker_params)])

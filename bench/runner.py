@@ -382,6 +382,13 @@ def _run_timed(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None,
     return status, label, reason, time.perf_counter() - start
 
 
+def recorded_defaults(spec: RunSpec) -> dict:
+    """The defense's and attacker's defaults as they are now: a table labels the configuration against
+    these (`bench.params.label_book`), so a default changed later never relabels this run."""
+    return {kind: json.loads(json.dumps(registry.hparams(name), default=str))
+            for kind, registry, name in (("defense", DEFENSES, spec.defense), ("attacker", ATTACKERS, spec.attacker))}
+
+
 def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
              digest: str | None = None) -> tuple[str, str, str | None]:
     """Run `spec` on the data whose content digest is `digest` (None: whatever the data is now)."""
@@ -396,7 +403,7 @@ def _run_one(spec: RunSpec, env: Env, prep_error: tuple[str, str] | None = None,
         return "skipped", spec.label(), None
     device, artifacts = _worker_setup(env)
     record = {"run_id": spec.run_id, "spec": spec.to_dict(), "data_digest": digest, "code_digests": code,
-              "dataset_digest": None, "device": str(device),
+              "defaults": recorded_defaults(spec), "dataset_digest": None, "device": str(device),
               "precision": precision.active(device),
               "versions": versions(), "git_commit": git_commit(), "cpu": cpu(), "preset": spec.preset}
     start = time.perf_counter()

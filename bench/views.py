@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.params import setting_label, table_labels
+from bench.params import labels_of, setting_label
 from bench.registry import ATTACKERS, DEFENSES
 from bench.results.label_cost import cost_text
 
@@ -26,8 +26,8 @@ def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:
         keep = {(s.defense, s.attacker, s.dataset) for s in specs} | {("identity", s.attacker, s.dataset) for s in specs}
         view = view[[(d, a, ds) in keep for d, a, ds in zip(view.defense, view.attacker, view.dataset)]]
     # Attackers are labelled with their non-default settings too: two settings are two rows, never merged.
-    configs = table_labels(zip(view.defense, view.defense_params))
-    attackers = table_labels(zip(view.attacker, view.attacker_params), ATTACKERS)
+    configs = labels_of(view)
+    attackers = labels_of(view, "attacker", ATTACKERS)
     view = view.assign(config=[configs[d, p] + setting_label(e, m)
                                for d, p, e, m in zip(view.defense, view.defense_params, view.eval_split, view.max_release)],
                        attacker=[attackers[a, p] for a, p in zip(view.attacker, view.attacker_params)])
@@ -38,10 +38,10 @@ def per_attacker(agg: pd.DataFrame, specs=None) -> pd.DataFrame:
 
 
 def worst(worst_table: pd.DataFrame) -> pd.DataFrame:
-    labels = table_labels(zip(worst_table.defense, worst_table.defense_params))
+    labels = labels_of(worst_table)
     w = worst_table.assign(config=[labels[d, p] for d, p in zip(worst_table.defense, worst_table.defense_params)])
     first = ["dataset", "config"]
-    return w[first + [c for c in w.columns if c not in first + ["defense", "defense_params"]]]
+    return w[first + [c for c in w.columns if c not in first + ["defense", "defense_params", "defense_label"]]]
 
 
 def headline(top: pd.DataFrame, ranked_only: bool = False) -> pd.DataFrame:

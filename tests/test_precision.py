@@ -7,7 +7,6 @@
   fp32` with one torch thread reproduces a committed record bit for bit.
 """
 import json
-import os
 from pathlib import Path
 
 import pytest

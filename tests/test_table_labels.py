@@ -49,3 +49,89 @@ def test_a_record_made_before_a_hyperparameter_existed_is_told_apart(monkeypatch
         ["squeeze(lr=0.0012)", "squeeze(lr=0.00120001)"]
     # Alone in its table a configuration keeps its short label.
     assert _labels({"lr": 1e-3}) == ["squeeze"]
+
+
+def test_a_configuration_is_labelled_against_the_defaults_it_first_ran_under(monkeypatch):
+    from bench.params import label_book
+
+    _register(monkeypatch, default=3)   # today's default; both runs below recorded their own
+    old, new = json.dumps({"epochs": 2, "lr": 1e-3}), json.dumps({"epochs": 3, "lr": 1e-3})
+    ran_at_2 = {"epochs": 2, "lr": 1e-3}
+    alone = label_book([("squeeze", old, ran_at_2, "2026-01-01T00:00:00")])
+    assert alone == {("squeeze", old): "squeeze"}, "today's default relabelled a run made under another"
+    both = label_book([("squeeze", new, {"epochs": 3, "lr": 1e-3}, "2026-02-01T00:00:00"),
+                       ("squeeze", old, ran_at_2, "2026-01-01T00:00:00")])
+    assert both == {("squeeze", old): "squeeze", ("squeeze", new): "squeeze(epochs=3)"}
+    # A configuration rerun after the change is still labelled by its first run.
+    again = label_book([("squeeze", old, ran_at_2, "2026-01-01T00:00:00"),
+                        ("squeeze", old, {"epochs": 3, "lr": 1e-3}, "2026-03-01T00:00:00")])
+    assert again == {("squeeze", old): "squeeze"}
+    # Nothing says which ran first: neither keeps the short label.
+    unknown = label_book([("squeeze", new, {"epochs": 3, "lr": 1e-3}, None), ("squeeze", old, ran_at_2, None)])
+    assert unknown == {("squeeze", old): "squeeze(epochs=2)", ("squeeze", new): "squeeze(epochs=3)"}
+
+
+PLUGIN = '''
+from bench.protocol import Defense
+
+
+class Shift(Defense):
+    name = "shift"
+    description = "adds an offset to every pixel"
+    releases = "image"
+
+    def __init__(self, offset: float = DEFAULT):
+        self.offset = offset
+
+    def _release(self, xb):
+        return (xb + self.offset).clamp(0, 1)
+'''
+
+
+def test_changing_a_plugins_default_leaves_the_labels_of_its_earlier_runs_unchanged_and_distinct(cli, tmp_path):
+    import pandas as pd
+
+    from test_plugin_distribution import _distribution
+
+    site, results = tmp_path / "site", tmp_path / "results"
+    env = _distribution(site, "shiftdefense", "[bench.defenses]\nshift = shiftdefense:Shift\n")
+    run = ("run", "--defense", "shift", "--attacker", "adaptive", "--dataset", "synthetic", "--preset", "smoke",
+           "--no-reference", "--no-plots", "--results-dir", results)
+
+    def labels():
+        agg = pd.read_csv(results / "leaderboard_agg.csv")
+        rows = agg[agg.defense == "shift"].drop_duplicates(["defense_params", "defense_label"])
+        assert not rows.defense_params.duplicated().any() and not rows.defense_label.duplicated().any()
+        headline = pd.read_csv(results / "leaderboard_headline.csv").config
+        return {json.loads(p)["offset"]: label for p, label in zip(rows.defense_params, rows.defense_label)}, \
+            sorted(c for c in headline if c.startswith("shift"))
+
+    (site / "shiftdefense.py").write_text(PLUGIN.replace("DEFAULT", "0.1"))
+    assert cli(*run, env_extra=env).returncode == 0
+    assert labels() == ({0.1: "shift"}, ["shift"])
+
+    (site / "shiftdefense.py").write_text(PLUGIN.replace("DEFAULT", "0.2"))
+    out = cli("leaderboard", "--results-dir", results, env_extra=env)
+    assert out.returncode == 0, out.stderr
+    assert labels() == ({0.1: "shift"}, ["shift"]), "a new default relabelled a run made under the old one"
+
+    out = cli(*run, env_extra=env)
+    assert out.returncode == 0, out.stderr
+    assert labels() == ({0.1: "shift", 0.2: "shift(offset=0.2)"}, ["shift", "shift(offset=0.2)"])
+
+
+def test_a_record_with_malformed_defaults_is_refused(tmp_path):
+    import pytest
+
+    from bench.errors import BenchError
+    from bench.results.records import validate_record
+    from bench.runspec import RunSpec
+
+    spec = RunSpec("vfc", "adaptive", "synthetic", "class", "class", "cnn", 0, "smoke")
+    good = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok", "metrics": {},
+            "defaults": {"defense": {"beta": 0.03}, "attacker": {}}}
+    path = tmp_path / f"{spec.run_id}.json"
+    assert validate_record(good, path) is good
+    for bad in ({"defense": {"beta": 0.03}}, {"defense": 0.03, "attacker": {}}, ["beta"]):
+        with pytest.raises(BenchError, match="defaults is"):
+            validate_record({**good, "defaults": bad}, path)

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bench.params import labels_of
+from bench.registry import ATTACKERS, DEFENSES
 from bench.results.keys import GROUP
 from bench.results.tables import aggregate
 
 # What a side's configuration is (what `--a`/`--b` select); the rest of a leaderboard group is the cell.
 CONFIG_COLUMNS = ["defense", "defense_params", "max_release"]
 CELL = [c for c in GROUP if c not in CONFIG_COLUMNS]
+# Each side's cells keep the label their own results dir gives the configuration.
+SIDE_COLUMNS = CONFIG_COLUMNS + ["defense_label"]
 # The dataset and setup a cell belongs to: the heading its rows are printed under.
 SETUP = ["dataset", "target_task", "target_arch", "preset", "eval_split"]
 DESIGNATED = "designated model"
@@ -43,7 +47,7 @@ class Comparison:
 @dataclass(frozen=True)
 class _Cells:
     """One side, cell by cell: `cells` (one row each, with an `id`), `stats` and `digests` by that id."""
-    cells: pd.DataFrame    # CELL + CONFIG_COLUMNS + config, id, n, weak_attacker, derivable
+    cells: pd.DataFrame    # CELL + SIDE_COLUMNS + config, id, n, weak_attacker, derivable
     stats: pd.DataFrame    # id, metric, mean, ci95_low, ci95_high, n
     digests: pd.DataFrame  # id, seed, digest ("" when no record says)
 
@@ -79,12 +83,13 @@ def _cells(long: pd.DataFrame) -> _Cells:
     rows = cell_rows(long)
     agg = aggregate(rows)
     if agg.empty:
-        cells = pd.DataFrame(columns=CELL + CONFIG_COLUMNS + ["config", "id", "n", "weak_attacker", "derivable"])
+        cells = pd.DataFrame(columns=CELL + SIDE_COLUMNS + ["config", "id", "n", "weak_attacker", "derivable"])
         return _Cells(cells, pd.DataFrame(columns=["id", "metric", "mean", "ci95_low", "ci95_high", "n"]),
                       pd.DataFrame(columns=["id", "seed", "digest"]))
     agg = with_config_key(agg)
     cells = (agg.groupby(GROUP + ["config"], sort=True, dropna=False)
-             .agg(n=("n", "max"), weak_attacker=("weak_attacker", "any"), derivable=("derivable", "any"))
+             .agg(n=("n", "max"), defense_label=("defense_label", "first"), weak_attacker=("weak_attacker", "any"),
+                  derivable=("derivable", "any"))
              .reset_index())
     cells["id"] = range(len(cells))
     stats = agg.merge(cells[GROUP + ["id"]], on=GROUP)[["id", "metric", "mean", "ci95_low", "ci95_high", "n"]]
@@ -100,15 +105,19 @@ def cell_rows(long: pd.DataFrame) -> pd.DataFrame:
     per seed those are averaged into one value of the cell `designated model`.
     """
     long = long if "data_digest" in long.columns else long.assign(data_digest=None)
+    for kind, registry in (("defense", DEFENSES), ("attacker", ATTACKERS)):
+        if f"{kind}_label" not in long.columns:
+            labels = labels_of(long, kind, registry)
+            long = long.assign(**{f"{kind}_label": [labels[k] for k in zip(long[kind], long[f"{kind}_params"])]})
     attacks = long[long.metric.isin(ATTACK_METRICS)]
     utility = long[long.metric == UTILITY_METRIC]
     if utility.empty:
         return attacks
-    keys = CONFIG_COLUMNS + SETUP + ["seed"]
+    keys = SIDE_COLUMNS + SETUP + ["seed"]
     per_seed = (utility.groupby(keys, sort=False, dropna=False)
                 .agg(value=("value", "mean"), data_digest=("data_digest", _joined), run_id=("run_id", "first"))
                 .reset_index())
-    designated = per_seed.assign(attacker=DESIGNATED, attacker_params="", knowledge="",
+    designated = per_seed.assign(attacker=DESIGNATED, attacker_params="", attacker_label=DESIGNATED, knowledge="",
                                  attack_task=per_seed.target_task, metric=UTILITY_METRIC, weak_attacker=False,
                                  derivable=False)
     return pd.concat([attacks, designated[attacks.columns]], ignore_index=True)
@@ -126,13 +135,13 @@ def with_config_key(df: pd.DataFrame) -> pd.DataFrame:
 
 def _one_side(pairs: pd.DataFrame, suffix: str) -> pd.DataFrame:
     """The cells of one side in `pairs` (an outer merge), with that side's columns under their own names."""
-    own = {f"{c}{suffix}": c for c in CONFIG_COLUMNS + ["n", "weak_attacker", "derivable"]}
+    own = {f"{c}{suffix}": c for c in SIDE_COLUMNS + ["n", "weak_attacker", "derivable"]}
     return pairs.rename(columns=own)[CELL + list(own.values())].reset_index(drop=True)
 
 
 def _metric_table(compared: pd.DataFrame, side_a: _Cells, side_b: _Cells) -> pd.DataFrame:
     stats = ["mean", "ci95_low", "ci95_high", "n"]
-    keep = CELL + [f"{c}{s}" for s in ("_a", "_b") for c in CONFIG_COLUMNS + ["weak_attacker", "derivable"]]
+    keep = CELL + [f"{c}{s}" for s in ("_a", "_b") for c in SIDE_COLUMNS + ["weak_attacker", "derivable"]]
     m = (compared[keep + ["id_a", "id_b"]]
          .merge(side_a.stats.rename(columns={"id": "id_a", **{c: f"{c}_a" for c in stats}}), on="id_a")
          .merge(side_b.stats.rename(columns={"id": "id_b", **{c: f"{c}_b" for c in stats}}), on=["id_b", "metric"]))

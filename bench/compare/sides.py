@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.compare.cells import rows_where
 from bench.errors import BenchError
-from bench.params import changed_params, param_text, setting_label, table_labels
+from bench.params import changed_params, labels_of, param_text, setting_label
 from bench.registry import DEFENSES
 from bench.results.leaderboards import read_long
 from bench.results.records import load_runs, read_run, run_path
@@ -132,7 +132,7 @@ def configurations(long: pd.DataFrame) -> pd.DataFrame:
     hyperparameter at its default is selected alone by `name()`, as the bare name means all of them.
     """
     configs = long[SELECTABLE].drop_duplicates().sort_values(SELECTABLE, ignore_index=True)
-    unique = table_labels(zip(configs.defense, configs.defense_params))
+    unique = labels_of(long)
     labels = [unique[d, p] + setting_label(e, m)
               for d, p, e, m in zip(configs.defense, configs.defense_params, configs.eval_split, configs.max_release)]
     selectors = [label if label != d else f"{d}()" for label, d in zip(labels, configs.defense)]

@@ -7,7 +7,7 @@ import textwrap
 import pandas as pd
 
 from bench.compare.cells import ATTACK_METRICS, DESIGNATED, NO_TEST, SETUP, UTILITY_METRIC, Comparison, verdict
-from bench.params import config_label, setting_label
+from bench.params import setting_label, table_labels
 from bench.registry import ATTACKERS
 from bench.results.tables import full_budget
 
@@ -114,12 +114,13 @@ def _tables(m: pd.DataFrame) -> list[str]:
 
 def _labels(df: pd.DataFrame, suffix: str) -> list[str]:
     """Each row's configuration on one side, as the leaderboard labels it (`fmd(lam=0.03) [500 released]`)."""
-    return [config_label(d, p) + setting_label("test", r) for d, p, r in
-            zip(df[f"defense{suffix}"], df[f"defense_params{suffix}"], df[f"max_release{suffix}"])]
+    return [label + setting_label("test", r)
+            for label, r in zip(df[f"defense_label{suffix}"], df[f"max_release{suffix}"])]
 
 
 def _attacker_labels(df: pd.DataFrame) -> list[str]:
-    return [a if a == DESIGNATED else config_label(a, p, ATTACKERS) for a, p in zip(df.attacker, df.attacker_params)]
+    labels = table_labels(((a, p) for a, p in zip(df.attacker, df.attacker_params) if a != DESIGNATED), ATTACKERS)
+    return [a if a == DESIGNATED else labels[a, p] for a, p in zip(df.attacker, df.attacker_params)]
 
 
 def _metric_order(metric: str) -> int:

@@ -22,8 +22,8 @@ multiples wrapped into rows of a few panels, with legends beside the axes, or be
 hold more than ten entries (never over the data), and is at most MAX_SIDE_PX pixels on its long
 side. Attacker panels or image rows beyond what fits go on further pages (`attackers-<dataset>-p2.png`, `budget-<dataset>-p2.png`,
 `grid-<dataset>-p2.png`, ...).
-A configuration is named by `config_label` + `setting_label` (what differs from the defaults,
-with human values: `fmd(eps=8/255) [500 released]`); a defense has the same colour in every
+A configuration is named by its label in the tables (`params.label_book`: what differs from the
+defaults it first ran under, with human values: `fmd(eps=8/255) [500 released]`); a defense has the same colour in every
 figure, its configurations shades of it, each with its own marker.
 
 One module per figure family (`tradeoff`, `attackers`, `grids`, `budget`, `sweeps`), on `style`

@@ -13,8 +13,9 @@ import numpy as np
 from bench.errors import BenchError
 from bench.params import recorded_params, setting_label
 from bench.plots.files import MAX_SIDE_IN, page_path, save_png
-from bench.plots.style import config_name, config_order
+from bench.plots.style import config_order
 from bench.results.keys import dataset_label
+from bench.results.tables import label_books
 
 SAMPLE_KINDS = ("original", "released", "inverted")
 
@@ -24,6 +25,7 @@ def grid_inputs(results_dir: Path, runs: list[dict]) -> dict[str, dict[tuple, di
     (lowest seed per configuration). A sample that cannot be read is refused, naming it."""
     chosen: dict[str, dict[tuple, Path]] = {}
     samples_dir = results_dir / "samples"
+    labels = label_books(runs)["defense"]
     for r in sorted(runs, key=lambda r: r["spec"]["seed"]):
         s = r["spec"]
         # The run_id is a validated hash (`validate_record`): the name cannot lead out of samples/.
@@ -32,8 +34,7 @@ def grid_inputs(results_dir: Path, runs: list[dict]) -> dict[str, dict[tuple, di
             continue
         setting = setting_label(s.get("eval_split", "test"), s.get("max_release"))
         params = recorded_params(s["defense"], s["defense_params"])
-        label = config_name(s["defense"], json.dumps(params, sort_keys=True), s.get("eval_split", "test"),
-                             s.get("max_release"))
+        label = labels[s["defense"], json.dumps(params, sort_keys=True)] + setting
         # Grouped by setting first: configurations scored on the same test images share one originals row.
         key = (setting, config_order(s["defense"], params), label)
         chosen.setdefault(dataset_label(r), {}).setdefault(key, sample)

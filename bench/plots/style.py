@@ -1,8 +1,8 @@
 """Layout and style shared by every figure: small multiples, legends beside or below the data,
 and one look per configuration (its defense's colour family, its own marker) in every figure.
 
-A configuration is named by `config_label` + `setting_label` (what differs from the defaults,
-with human values: `fmd(eps=8/255) [500 released]`).
+A configuration is named by its label in the tables (`params.label_book`: what differs from the
+defaults it first ran under, with human values: `fmd(eps=8/255) [500 released]`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.transforms import offset_copy
 
-from bench.params import config_label, setting_label
+from bench.params import config_label, labels_of, setting_label
 from bench.plots.files import MAX_SIDE_IN
 from bench.registry import ATTACKERS, DEFENSES
 
@@ -157,26 +157,22 @@ def colour_family(colour: tuple, n: int) -> list[Style]:
     return styles
 
 
-def config_name(defense: str, params: str, eval_split: str, max_release) -> str:
-    """`fmd(eps=8/255) [500 released]`: how a configuration is named in every figure."""
-    return config_label(defense, params) + setting_label(eval_split, max_release)
-
-
 def config_names(rows) -> list[str]:
-    """`config_name` of each row; computed once per configuration, as naming one reads its plugin's defaults."""
-    keys = list(zip(rows.defense, rows.defense_params, rows.eval_split, rows.max_release))
-    names = {key: config_name(*key) for key in set(keys)}
-    return [names[key] for key in keys]
+    """Each row's configuration as every table of its results dir names it (its `defense_label`, see
+    `bench.params.labels_of`) with its setting (`[500 released]`)."""
+    labels = labels_of(rows)
+    return [labels[d, p] + setting_label(e, m)
+            for d, p, e, m in zip(rows.defense, rows.defense_params, rows.eval_split, rows.max_release)]
 
 
 def config_styles(rows) -> dict[str, Style]:
     """Configuration name -> style, for the configurations in `rows` (one dataset's), in the order
     figures list them: identity first, then by defense, each in numeric order of its hyperparameters."""
     order: dict[str, dict[str, tuple]] = {}
-    for r in rows[["defense", "defense_params", "eval_split", "max_release"]].drop_duplicates().itertuples():
+    configs = rows.drop_duplicates(["defense", "defense_params", "eval_split", "max_release"])
+    for r, name in zip(configs.itertuples(), config_names(configs)):
         key = (config_order(r.defense, json.loads(r.defense_params)), r.eval_split, int(r.max_release or 0))
-        order.setdefault(r.defense, {}).setdefault(config_name(r.defense, r.defense_params, r.eval_split,
-                                                                r.max_release), key)
+        order.setdefault(r.defense, {}).setdefault(name, key)
     styles = {}
     for defense in sorted(order, key=lambda d: (d != "identity", d)):
         names = sorted(order[defense], key=lambda name: (order[defense][name], name))
@@ -262,6 +258,9 @@ def draw_apart(ax, value: float, at: float, ci: tuple[float, float], marker: str
 def attacker_labels(rows, params: str = "attacker_params") -> list[str]:
     """`transfer(archs=cnn)[class]`: attacker, its non-default settings (column `params`) and its task,
     one per row; computed once per attacker configuration, as naming one reads its plugin's defaults."""
+    if params == "attacker_params":
+        labels = labels_of(rows, "attacker", ATTACKERS)
+        return [f"{labels[a, p]}[{t}]" for a, p, t in zip(rows.attacker, rows.attacker_params, rows.attack_task)]
     keys = list(zip(rows.attacker, rows[params], rows.attack_task))
     labels = {(a, p, t): f"{config_label(a, p, ATTACKERS)}[{t}]" for a, p, t in set(keys)}
     return [labels[key] for key in keys]

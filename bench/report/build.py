@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 
 from bench.claims import format_interval, format_number, judge, labelled, load_claims
 from bench.errors import BenchError
-from bench.params import setting_label, table_labels
+from bench.params import labels_of, setting_label
 from bench.plots.files import slug
 from bench.report.provenance import count_text, finite, provenance_rows
 from bench.report.site import GENERATOR, check_out_dir, run_file, write_site
@@ -184,7 +184,7 @@ def _label_cost_tables(costs: pd.DataFrame | None) -> list[dict]:
     if costs is None or costs.empty:
         return []
     costs = costs[costs.eval_split == "test"]
-    labels = table_labels(zip(costs.defense, costs.defense_params))
+    labels = labels_of(costs)
     tables = []
     for q in sorted(QS, key=lambda q: q != Q):
         rows = []

@@ -9,10 +9,11 @@ import shlex
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.params import config_label, recorded_params, setting_label
+from bench.params import recorded_params, setting_label
 from bench.presets import get_preset
 from bench.registry import ATTACKERS, DATASETS, DEFENSES
-from bench.results.keys import dataset_label
+from bench.results.keys import dataset_label, spec_columns
+from bench.results.tables import label_books
 
 
 def finite(v) -> bool:
@@ -63,22 +64,18 @@ class Plugins:
         return self._memo(("recorded", registry.kind, name, json.dumps(params, sort_keys=True)),
                           lambda: recorded_params(name, params, registry))
 
-    def label(self, registry, name: str, params: dict) -> str:
-        return self._memo(("label", registry.kind, name, json.dumps(params, sort_keys=True)),
-                          lambda: config_label(name, json.dumps(self.recorded(registry, name, params),
-                                                                sort_keys=True), registry))
-
 
 def provenance_rows(runs: list[dict]) -> list[dict]:
 
     plugins = Plugins()
     rows = []
+    books = label_books(runs)
     for r in runs:
-        s = r["spec"]
+        s, row = r["spec"], spec_columns(r["spec"])
         rows.append({"run_id": r["run_id"], "href": f"runs/{r['run_id']}.json", "dataset": dataset_label(r),
-                     "defense": plugins.label(DEFENSES, s["defense"], s["defense_params"])
+                     "defense": books["defense"][s["defense"], row["defense_params"]]
                      + setting_label(s.get("eval_split", "test"), s.get("max_release") or 0),
-                     "attacker": f"{plugins.label(ATTACKERS, s['attacker'], s['attacker_params'])}[{s['attack_task']}]",
+                     "attacker": f"{books['attacker'][s['attacker'], row['attacker_params']]}[{s['attack_task']}]",
                      "seed": s["seed"], "command": _command(r, plugins), "commit": _commit(r.get("git_commit")),
                      "code": _code(r.get("code_digests")),
                      "versions": _versions(r.get("versions")), "wall": _duration(r.get("wall_s")),

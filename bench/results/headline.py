@@ -36,7 +36,7 @@ import math
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.params import setting_label, table_labels
+from bench.params import labels_of, setting_label
 from bench.registry import DEFENSES
 from bench.results.keys import CONFIG, record_columns
 from bench.results.label_cost import cheapest
@@ -109,7 +109,7 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
     clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
     counted = _counted_leakage(agg)
     rows = []
-    labels = table_labels(zip(worst.defense, worst.defense_params))
+    labels = labels_of(worst)
     for w in worst[worst.eval_split == "test"].itertuples(index=False):
         key = tuple(getattr(w, c) for c in CONFIG)
         ratio = w.utility_acc / clean[key] if key in clean.index and clean[key] > 0 else math.nan

@@ -16,9 +16,13 @@ import json
 from bench.params import recorded_params
 from bench.registry import ATTACKERS
 
-LONG_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset",
-                "target_task", "attack_task", "target_arch", "preset", "eval_split", "max_release", "seed",
-                "weak_attacker", "derivable", "metric", "value"]
+LONG_COLUMNS = ["run_id", "defense", "defense_params", "defense_label", "attacker", "attacker_params",
+                "attacker_label", "knowledge", "dataset", "target_task", "attack_task", "target_arch", "preset",
+                "eval_split", "max_release", "seed", "weak_attacker", "derivable", "metric", "value"]
+# How tables, plots and the report name a defense and an attacker configuration: one label per
+# configuration for a whole results dir, taken against the defaults it first ran under
+# (`bench.params.label_book`). A function of (name, params), so it rides along every grouping.
+LABEL_COLUMNS = ["defense_label", "attacker_label"]
 # `max_release` (0 = no cap) keeps a capped identity twin apart from the uncapped identity runs:
 # they are scored on different test images.
 GROUP = ["defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset", "target_task",

@@ -31,7 +31,7 @@ Q = 0.9
 QS = (0.8, 0.9, 0.95)   # the report shows 0.9 and keeps the other two one click away
 SCORE = {"inversion": "ssim"}   # every other attacker: attack_acc
 CURVE = CONFIG + ["attacker", "curve_params", "attack_task"]
-COLUMNS = CURVE + ["q", "label_cost", "ci95_low", "ci95_high", "n", "bound", *BOOL_FLAGS]
+COLUMNS = CURVE + ["defense_label", "q", "label_cost", "ci95_low", "ci95_high", "n", "bound", *BOOL_FLAGS]
 
 
 def reach(images: np.ndarray, scores: np.ndarray, goal: float) -> tuple[float, str]:
@@ -62,7 +62,7 @@ def curves(long: pd.DataFrame) -> pd.DataFrame:
     """One row per curve and seed with at least two budgets: CURVE, seed, `images` and `scores` (sorted
     arrays), and the flags of its largest budget."""
     if long.empty:
-        return pd.DataFrame(columns=CURVE + ["seed", "images", "scores", *BOOL_FLAGS])
+        return pd.DataFrame(columns=CURVE + ["seed", "defense_label", "images", "scores", *BOOL_FLAGS])
     rows = long.assign(curve_params=[json.dumps({k: v for k, v in json.loads(p).items() if k != "budget"},
                                                 sort_keys=True) for p in long.attacker_params])
     score_metric = rows.attacker.map(lambda a: SCORE.get(a, "attack_acc"))
@@ -76,9 +76,10 @@ def curves(long: pd.DataFrame) -> pd.DataFrame:
         if g.images.nunique() < 2:
             continue
         last = g.iloc[-1]
-        out.append({**dict(zip(CURVE + ["seed"], key)), "images": g.images.to_numpy(dtype=float),
+        label = {"defense_label": last["defense_label"]} if "defense_label" in g else {}
+        out.append({**dict(zip(CURVE + ["seed"], key)), **label, "images": g.images.to_numpy(dtype=float),
                     "scores": g.value.to_numpy(dtype=float), **{f: bool(last[f]) for f in BOOL_FLAGS}})
-    return pd.DataFrame(out, columns=CURVE + ["seed", "images", "scores", *BOOL_FLAGS])
+    return pd.DataFrame(out, columns=CURVE + ["seed", "defense_label", "images", "scores", *BOOL_FLAGS])
 
 
 def label_costs(long: pd.DataFrame, qs=QS) -> pd.DataFrame:
@@ -106,7 +107,8 @@ def label_costs(long: pd.DataFrame, qs=QS) -> pd.DataFrame:
                 continue
             v = np.asarray(costs)
             lo, hi = M.ci95(v) if np.isfinite(v).all() else (math.nan, math.nan)
-            out.append({**dict(zip(CURVE, key)), "q": q, "label_cost": float(v.mean()), "ci95_low": lo,
+            out.append({**dict(zip(CURVE, key)), "defense_label": g.defense_label.iloc[0], "q": q,
+                        "label_cost": float(v.mean()), "ci95_low": lo,
                         "ci95_high": hi, "n": len(v), "bound": any(bounds),
                         **{f: bool(g[f].any()) for f in BOOL_FLAGS}})
     return pd.DataFrame(out, columns=COLUMNS)

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.params import table_labels
+from bench.registry import ATTACKERS, DEFENSES
 from bench.results.borrowed import borrowed_baselines
 from bench.results.headline import FLOOR, headline
-from bench.results.keys import BOOL_FLAGS, LONG_COLUMNS
+from bench.results.keys import BOOL_FLAGS, LABEL_COLUMNS, LONG_COLUMNS
 from bench.results.label_cost import label_costs
 from bench.results.records import load_runs, repository_reference
 from bench.results.tables import aggregate, check_seeds_counted_once, long_table, worst_case
@@ -79,8 +81,9 @@ def from_spreadsheet_safe(values: pd.Series) -> pd.Series:
 
 
 # Columns of a long leaderboard that hold text (compared as text when two leaderboards are merged).
-TEXT_COLUMNS = ["run_id", "defense", "defense_params", "attacker", "attacker_params", "knowledge", "dataset",
-                "target_task", "attack_task", "target_arch", "preset", "eval_split", "metric"]
+TEXT_COLUMNS = ["run_id", "defense", "defense_params", "defense_label", "attacker", "attacker_params",
+                "attacker_label", "knowledge", "dataset", "target_task", "attack_task", "target_arch", "preset",
+                "eval_split", "metric"]
 
 
 def read_long(path: Path) -> pd.DataFrame:
@@ -125,9 +128,10 @@ def read_long(path: Path) -> pd.DataFrame:
         df["max_release"] = 0
     if "derivable" not in df.columns:  # written before derivability was measured: nothing was flagged
         df["derivable"] = False
-    missing = set(LONG_COLUMNS) - set(df.columns)
+    missing = set(LONG_COLUMNS) - set(LABEL_COLUMNS) - set(df.columns)
     if missing:
         raise BenchError(f"{path} is not a long-format leaderboard: missing columns {sorted(missing)}")
+    _check_labels(df, path)
     df["value"] = _numbers(df, "value", path, kind="a finite number")
     df["seed"] = _numbers(df, "seed", path, kind="a non-negative integer", integer=True)
     df["max_release"] = _numbers(df, "max_release", path, kind="a non-negative integer", integer=True)
@@ -144,6 +148,34 @@ def read_long(path: Path) -> pd.DataFrame:
         df[c] = df[c].astype(str)
     check_seeds_counted_once(df, f"{path}: ")
     return df
+
+
+def _check_labels(df: pd.DataFrame, path: Path) -> None:
+    """One label per configuration and one configuration per label; a file written before tables carried
+    labels gets them from the hyperparameters (against today's defaults: all it can know)."""
+    for kind, registry in (("defense", DEFENSES), ("attacker", ATTACKERS)):
+        column = f"{kind}_label"
+        keys = list(zip(df[kind].astype(str), df[f"{kind}_params"].astype(str)))
+        if column not in df.columns:
+            book = table_labels(keys, registry)
+            df[column] = [book[k] for k in keys]
+            continue
+        pairs = pd.DataFrame({"config": keys, "label": df[column].astype(str).str.strip()}).drop_duplicates()
+        fix = "regenerate it from the records with `python -m bench leaderboard --results-dir DIR`"
+        if (pairs.label == "").any():
+            name, params = pairs[pairs.label == ""].config.iloc[0]
+            raise BenchError(f"{path}: {column} is empty for {kind} {name} {params}; {fix}")
+        twice = pairs[pairs.duplicated("config", keep=False)]
+        if len(twice):
+            (name, params), labels = twice.config.iloc[0], sorted(twice[twice.config == twice.config.iloc[0]].label)
+            raise BenchError(f"{path}: {kind} {name} {params} has two labels in {column} ({', '.join(labels)}), "
+                             f"and a configuration has one; {fix}")
+        twice = pairs[pairs.duplicated("label", keep=False)]
+        if len(twice):
+            label = twice.label.iloc[0]
+            configs = [f"{n} {p}" for n, p in twice[twice.label == label].config]
+            raise BenchError(f"{path}: {column} {label!r} names two {kind} configurations ({'; '.join(configs)}), "
+                             f"and a label names one; {fix}")
 
 
 def _numbers(df: pd.DataFrame, column: str, path: Path, kind: str, integer: bool = False) -> pd.Series:

@@ -175,6 +175,10 @@ def validate_record(record, path: Path) -> dict:
         ok = isinstance(code, dict) and all(isinstance(v, str) and v or v is None for v in code.values())
         if not ok or not set(CODE_KINDS) <= set(code):
             raise bad(f"code_digests is {_show(code)}, not an object of {', '.join(CODE_KINDS)} -> digest or null")
+    defaults = record.get("defaults")   # absent: written before records named the defaults they ran under
+    if defaults is not None and not (isinstance(defaults, dict)
+                                     and all(isinstance(defaults.get(k), dict) for k in ("defense", "attacker"))):
+        raise bad(f"defaults is {_show(defaults)}, not an object of defense and attacker objects")
     # It becomes part of a table's dataset label, a plot's title and file name: plain characters only.
     if "data_name" in record and not (isinstance(record["data_name"], str) and DATA_NAME.fullmatch(record["data_name"])):
         raise bad(f"data_name is {_show(record['data_name'])}, not a directory name of letters, digits, `.`, `_`, "

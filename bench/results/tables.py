@@ -9,8 +9,9 @@ import pandas as pd
 
 from bench import metrics as M
 from bench.errors import BenchError
-from bench.registry import ATTACKERS
-from bench.results.keys import BOOL_FLAGS, CONFIG, GROUP, LONG_COLUMNS, record_columns
+from bench.params import label_book
+from bench.registry import ATTACKERS, DEFENSES
+from bench.results.keys import BOOL_FLAGS, CONFIG, GROUP, LABEL_COLUMNS, LONG_COLUMNS, record_columns, spec_columns
 from bench.results.records import check_one_data_version, check_one_record_per_seed
 
 
@@ -19,11 +20,12 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
     versions of one dataset, are refused."""
     check_one_record_per_seed(runs)
     check_one_data_version(runs)
+    done = [(r, record_columns(r)) for r in runs if r["status"] == "ok"]
+    books = label_books(runs)
     rows = []
-    for r in runs:
-        if r["status"] != "ok":
-            continue
-        base = {"run_id": r["run_id"], **record_columns(r), "knowledge": r.get("knowledge", ""),
+    for r, row in done:
+        base = {"run_id": r["run_id"], **row, "knowledge": r.get("knowledge", ""),
+                **{f"{kind}_label": books[kind][(row[kind], row[f"{kind}_params"])] for kind in books},
                 **{f: bool(r.get("flags", {}).get(f, False)) for f in BOOL_FLAGS}}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in sorted(r["metrics"].items())]
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
@@ -31,16 +33,28 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
                           ignore_index=True)
 
 
+def label_books(runs: list[dict]) -> dict[str, dict[tuple[str, str], str]]:
+    """{"defense": {(name, params_json): label}, "attacker": ...} for every configuration of `runs`, each
+    labelled against the defaults its first record ran under (`bench.params.label_book`); every table,
+    plot and report page of one results dir names configurations by these."""
+    specs = [(r, spec_columns(r["spec"])) for r in runs]
+    return {kind: label_book(((row[kind], row[f"{kind}_params"], (r.get("defaults") or {}).get(kind),
+                               r.get("timestamp")) for r, row in specs), registry)
+            for kind, registry in (("defense", DEFENSES), ("attacker", ATTACKERS))}
+
+
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     """mean, std, n and 95 % CI over seeds for every (configuration, attacker, metric)."""
     if long.empty:
-        return pd.DataFrame(columns=GROUP + [*BOOL_FLAGS, "metric", "mean", "std", "n", "ci95_low", "ci95_high"])
+        return pd.DataFrame(columns=GROUP + [*LABEL_COLUMNS, *BOOL_FLAGS, "metric", "mean", "std", "n", "ci95_low",
+                                             "ci95_high"])
     check_seeds_counted_once(long)
     rows = []
     for key, g in long.groupby(GROUP + ["metric"], sort=True, dropna=False):
         v = g["value"].to_numpy()
         lo, hi = M.ci95(v)
-        rows.append({**dict(zip(GROUP + ["metric"], key)), **{f: bool(g[f].any()) for f in BOOL_FLAGS},
+        rows.append({**dict(zip(GROUP + ["metric"], key)), **{c: g[c].iloc[0] for c in LABEL_COLUMNS if c in g},
+                     **{f: bool(g[f].any()) for f in BOOL_FLAGS},
                      "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v),
                      "ci95_low": lo, "ci95_high": hi})
     return pd.DataFrame(rows)
@@ -74,7 +88,7 @@ def worst_case(agg: pd.DataFrame) -> pd.DataFrame:
     budget is the label cost's axis, and a ratio of two small-budget accuracies is noisy enough to
     decide a maximum by chance), and a configuration with no other attacker gets no rank.
     """
-    cols = CONFIG + ["utility_acc", "agreement", "worst_leakage", "worst_ci95_low", "worst_ci95_high",
+    cols = CONFIG + ["defense_label", "utility_acc", "agreement", "worst_leakage", "worst_ci95_low", "worst_ci95_high",
                      "worst_attacker", "n_attackers", "n_seeds"]
     if agg.empty:
         return pd.DataFrame(columns=cols)
@@ -85,7 +99,8 @@ def worst_case(agg: pd.DataFrame) -> pd.DataFrame:
         leaks = g[counted(g)]
         row = dict(zip(CONFIG, key), utility_acc=float(util.mean()) if len(util) else float("nan"),
                    agreement=float(agree.mean()) if len(agree) else float("nan"),
-                   n_attackers=int(leaks.attacker.nunique()), n_seeds=int(g["n"].max()))
+                   n_attackers=int(leaks.attacker.nunique()), n_seeds=int(g["n"].max()),
+                   **({"defense_label": g.defense_label.iloc[0]} if "defense_label" in g else {}))
         if len(leaks):
             worst = leaks.loc[leaks["mean"].idxmax()]
             row.update(worst_leakage=worst["mean"], worst_ci95_low=worst["ci95_low"],
