@@ -22,13 +22,17 @@ A rule is `[left] OP right` with OP one of >= <= > <, each side numbers and name
 
 Names: `value`, `ci95_low`, `ci95_high`, `n` (the measured cell's metric), `other`,
 `other_ci95_low`, `other_ci95_high` (the same metric of the `compare_to` configuration), or
-any metric of the measured cell (its mean, e.g. `clean_acc`, `attack_acc.cnn_identity`).
+any metric of the measured cell (its mean, e.g. `clean_acc`, `attack_acc.cnn_identity`). Where
+an attacker ran a budget curve, its cell at its own budget also holds `label_cost` (q = 0.9, with
+its CI) and `label_cost_bound` (1: a lower bound), so a claim can weigh a defense's label cost
+against a baseline's (`ci95_low > other_ci95_high`).
 Nothing else: rules are parsed here and evaluated over numbers, never handed to eval.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import operator
 import re
@@ -40,7 +44,9 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.params import labels_of, setting_label
 from bench.registry import ATTACKERS
-from bench.results.keys import CONFIG, GROUP
+from bench.results.keys import CONFIG, GROUP, LABEL_COLUMNS
+from bench.results.label_cost import Q
+from bench.results.tables import full_budget
 
 REQUIRED = ("paper", "claim", "paper_value", "setting", "dataset", "config", "metric", "rule",
             "verdict_if_true", "verdict_if_false")
@@ -295,8 +301,15 @@ class Verdict:
     values: dict = field(default_factory=dict)
 
 
-def labelled(agg: pd.DataFrame) -> pd.DataFrame:
-    """`agg` with the labels a reader (and the claims file) knows configurations and attackers by."""
+def labelled(agg: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`agg` with the labels a reader (and the claims file) knows configurations and attackers by.
+
+    With `costs` (the label-cost table), the cell of each attacker at its own budget also holds
+    `label_cost` at q = Q (its CI and seeds like any metric's) and `label_cost_bound` (1 when a
+    seed's defended curve never reached q within its largest budget: the cost is a lower bound).
+    """
+    if costs is not None and len(costs) and len(agg):
+        agg = pd.concat([agg, _label_cost_rows(agg, costs)], ignore_index=True)
 
     defenses, attackers = labels_of(agg), labels_of(agg, "attacker", ATTACKERS)
     configs = {k: defenses[k[0], k[1]] + setting_label(k[2], k[3]) for k in
@@ -304,6 +317,23 @@ def labelled(agg: pd.DataFrame) -> pd.DataFrame:
     return agg.assign(config=[configs[k] for k in zip(agg.defense, agg.defense_params, agg.eval_split,
                                                       agg.max_release)],
                       attacker_label=[attackers[k] for k in zip(agg.attacker, agg.attacker_params)])
+
+
+def _label_cost_rows(agg: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
+    """`label_cost` and `label_cost_bound` rows, each in the aggregate cell of its attacker at its own budget."""
+    own = agg[full_budget(agg.attacker, agg.attacker_params)].drop_duplicates(GROUP)
+    own = own.assign(curve_params=[json.dumps({k: v for k, v in json.loads(p or "{}").items() if k != "budget"},
+                                              sort_keys=True) for p in own.attacker_params])
+    keep = GROUP + [c for c in (*LABEL_COLUMNS, "weak_attacker", "derivable") if c in own.columns] + ["curve_params"]
+    at_q = costs[costs.q == Q][CONFIG + ["attacker", "curve_params", "attack_task", "label_cost", "ci95_low",
+                                          "ci95_high", "n", "bound"]]
+    cells = at_q.merge(own[keep], on=CONFIG + ["attacker", "curve_params", "attack_task"])
+    base = cells[[c for c in keep if c != "curve_params"]]
+    cost = base.assign(metric="label_cost", mean=cells.label_cost, std=math.nan, n=cells.n,
+                       ci95_low=cells.ci95_low, ci95_high=cells.ci95_high)
+    bound = base.assign(metric="label_cost_bound", mean=cells.bound.astype(float), std=math.nan, n=cells.n,
+                        ci95_low=math.nan, ci95_high=math.nan)
+    return pd.concat([cost, bound], ignore_index=True)
 
 
 def judge(claims: list[Claim], tables: dict[str, pd.DataFrame | None]) -> list[Verdict]:

@@ -45,7 +45,7 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
         "label-cost-summary": views.label_cost_summary(tables["headline"]),
         "per-attacker": views.markdown(views.per_attacker(tables["agg"])),
         "worst": views.markdown(views.worst(tables["worst"])),
-        "claims": _claims_table(results_dir, tables["agg"]),
+        "claims": _claims_table(results_dir, tables["agg"], tables["label_cost"]),
         "benchmarks": _benchmark_table(REPO / "docs" / "benchmarks"),
         "cost": cost_table(results_dir).fillna(0).reset_index().to_markdown(index=False, floatfmt=".2f"),
         "precision-agreement": _agreement_table(results_dir, PRECISION),
@@ -64,12 +64,12 @@ def _agreement_table(fp32: Path, bf16: Path) -> str:
     return markdown(table) + "\n\n" + summary(table)
 
 
-def _claims_table(results_dir: Path, agg) -> str:
+def _claims_table(results_dir: Path, agg, costs) -> str:
     """Each seed paper's claims (results/claims.csv) beside the cell that measures it, judged by its rule."""
     import pandas as pd
 
     tuning = Path(results_dir) / "tuning"
-    tables = {"main": labelled(agg),
+    tables = {"main": labelled(agg, costs),
               "tuning": labelled(aggregate(long_table(load_runs(tuning)))) if (tuning / "runs").is_dir() else None}
     rows = [{"paper": v.claim.paper, "claim": v.claim.claim, "paper's value": v.claim.paper_value,
              "setting here": v.claim.setting, "measured": v.measured, "verdict": v.verdict}

@@ -121,3 +121,34 @@ def test_the_summary_says_which_defense_costs_more_labels_than_its_baseline_and_
     none = label_cost_summary(top.assign(baseline_label_cost=math.nan))
     assert none.startswith("No ranked defense's label cost stands beside")
     assert "`vfc` on d (group -> class): 6.0" in none
+
+
+def test_a_claim_compares_the_label_costs_of_a_defense_and_a_baseline(tmp_path):
+    from bench.claims import judge, labelled, load_claims
+    from bench.results.tables import aggregate
+
+    def own_budget_last(rows):
+        """The largest budget run as the attacker's own (budget 0: every released image), as the reference does."""
+        top = max(json.loads(r["attacker_params"])["budget"] for r in rows)
+        return [{**r, "attacker_params": json.dumps({"budget": 0})}
+                if json.loads(r["attacker_params"])["budget"] == top else r for r in rows]
+
+    budgets = BUDGETS + (160_000,)
+    long = table(*(own_budget_last(curve_rows(d, score, budgets=budgets)) for d, score in (
+        ("identity", identity_score),
+        ("vfc", lambda b, s: identity_score(b / (3 + 0.1 * s), s)),   # 3, 3.1 and 3.2 times the labels
+        ("jpeg", lambda b, s: identity_score(b / (1.1 + 0.01 * s), s)))))
+    cells = labelled(aggregate(long), label_costs(long))
+    vfc = cells[(cells.defense == "vfc") & (cells.metric == "label_cost")]
+    assert len(vfc) == 1 and vfc.iloc[0]["mean"] == pytest.approx(3.1)
+    assert vfc.iloc[0].attacker_params == '{"budget": 0}'
+    claims = tmp_path / "claims.csv"
+    claims.write_text("paper,claim,paper_value,setting,dataset,config,attacker,attack_task,metric,compare_to,show,rule,"
+                      "verdict_if_true,verdict_if_false\n"
+                      "VFC,costs more labels,,s,d,vfc,adaptive,class,label_cost,jpeg,label_cost_bound,"
+                      "ci95_low > other_ci95_high,yes,no\n"
+                      "VFC,costs more labels,,s,d,jpeg,adaptive,class,label_cost,vfc,,"
+                      "ci95_low > other_ci95_high,yes,no\n")
+    more, less = judge(load_claims(claims), {"main": cells})
+    assert (more.outcome, less.outcome) == ("true", "false")
+    assert "label_cost_bound 0.000" in more.measured

@@ -50,6 +50,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None, claims_path: Pa
     check_out_dir(results_dir, out_dir)
     runs = load_runs(results_dir)
     agg, top = _tables(results_dir, runs)
+    costs = label_costs(long_table(runs))
     claims = None
     if claims_path is not None or DEFAULT_CLAIMS.is_file():
         claims = load_claims(claims_path if claims_path is not None else DEFAULT_CLAIMS)
@@ -58,7 +59,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None, claims_path: Pa
         tuning = results_dir / "tuning"
         tuning_agg = (_tables(tuning, None)[0]
                       if (tuning / "leaderboard_agg.csv").is_file() or (tuning / "runs").is_dir() else None)
-        verdicts = judge(claims, {"main": labelled(agg),
+        verdicts = judge(claims, {"main": labelled(agg, costs),
                                   "tuning": labelled(tuning_agg) if tuning_agg is not None else None})
     claims_note = ""
     if claims_path is None and verdicts is not None and all(v.outcome == "not measured" for v in verdicts):
@@ -68,7 +69,6 @@ def build_report(results_dir: Path, out_dir: Path | None = None, claims_path: Pa
                        "judges claims of your own).")
         verdicts = None
     plots = _plot_files(results_dir)
-    costs = label_costs(long_table(runs))
     page = _render(results_dir, runs, labelled(agg), top, plots, verdicts, claims_note, costs)
     return write_site(out_dir, page, plots, {r["run_id"]: run_file(results_dir, r["run_id"]) for r in runs})
 
