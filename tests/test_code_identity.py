@@ -107,6 +107,10 @@ def test_a_record_is_judged_by_its_own_digests_or_else_by_its_results_dirs_file(
     assert code_digest.changed(legacy, NOW) == []
     assert code_digest.changed(legacy, NOW, {"defense": {"vfc": "d1"}, "attacker": {"adaptive": "a0"}}) == \
         [("attacker", "adaptive")]
+    # The file vouches for the code it names, also for a record that names older code itself.
+    made_by_d0 = _record(defense="d0", attacker="a1", dataset="s1")
+    assert code_digest.changed(made_by_d0, NOW, {"defense": {"vfc": "d1"}}) == []
+    assert code_digest.changed(made_by_d0, NOW, {"defense": {"vfc": "d0"}}) == [("defense", "vfc")]
 
 
 def test_the_reference_results_are_made_by_the_code_in_this_checkout():
@@ -200,3 +204,30 @@ def test_every_built_in_defense_still_makes_its_committed_numbers(defense, cli, 
     timings = {"fit_s", "attack_fit_s", "release_ms_per_image"}
     assert {k: v for k, v in fresh["metrics"].items() if k not in timings} == \
         {k: v for k, v in committed["metrics"].items() if k not in timings}
+
+
+def test_a_refactor_of_a_built_in_defense_is_detected_and_kept_only_on_purpose(tmp_path, monkeypatch):
+    """Whitespace added to defenses/jpeg.py: its reference records are not silently kept (their runs
+    would be made again) nor silently dropped (they stay in the tables) until the new digest is
+    written on purpose, after the slow test below confirms the numbers."""
+    import shutil
+
+    from bench.results.records import load_runs
+    from bench.results.tables import long_table
+
+    reference = REPO / "results" / "reference"
+    record = next(r for r in load_runs(reference) if r["spec"]["defense"] == "jpeg")
+    shutil.copy(reference / code_digest.LEGACY_FILE, tmp_path / code_digest.LEGACY_FILE)
+    source = code_digest._source
+    monkeypatch.setattr(code_digest, "_source", lambda module: source(module) + (
+        b"\n\n" if module.__name__ == "defenses.jpeg" else b""))
+    code_digest.forget()
+    try:
+        now = {"defense": code_digest.plugin_digest("defense", "jpeg")}
+        assert code_digest.changed(record, now, code_digest.legacy_digests(tmp_path)) == [("defense", "jpeg")]
+        assert record["run_id"] in set(long_table([record]).run_id), "a stale record left the tables"
+        assert code_digest.main(["--write", str(tmp_path)]) == 0
+        code_digest.forget()
+        assert code_digest.changed(record, now, code_digest.legacy_digests(tmp_path)) == []
+    finally:
+        code_digest.forget()
