@@ -264,13 +264,16 @@ def reference_record(spec: RunSpec, env: Env, digest: str) -> dict | None:
     record = read_run(Path(reference), spec.run_id)
     if not _finished(record, digest):
         return None
-    legacy = code_digest.legacy_digests(Path(reference))
-    if code_digest.changed(record, code_digest.run_digests(spec), legacy):
+    legacy, now = code_digest.legacy_digests(Path(reference)), code_digest.run_digests(spec)
+    if code_digest.changed(record, now, legacy):
         return None
     taken = {**record, "taken_from": {"results_dir": str(Path(reference).resolve()), "run_id": spec.run_id}}
-    if "code_digests" not in record:
-        # What the reference says made it: in this results dir, which has no such file, it is judged by these.
-        taken["code_digests"] = {kind: legacy.get(kind, {}).get(spec.to_dict()[kind]) for kind in code_digest.KINDS}
+    # What the reference says made it (its file vouches for the code it names): in this results dir,
+    # which has no such file, the copy is judged by these.
+    own = record.get("code_digests") or {}
+    vouched = {kind: legacy.get(kind, {}).get(spec.to_dict()[kind]) for kind in code_digest.KINDS}
+    taken["code_digests"] = {**own, **{kind: now[kind] if vouched[kind] is not None and vouched[kind] == now[kind]
+                                       else own.get(kind, vouched[kind]) for kind in code_digest.KINDS}}
     return taken
 
 
