@@ -142,8 +142,13 @@ def test_an_unterminated_quote_in_the_claims_file_is_named(tmp_path):
 def test_every_committed_claim_is_measured_in_the_reference_results():
     """A claim whose configuration label drifted (a label format change) would silently show `not measured`."""
     from bench.report.build import _tables
+    from bench.results.label_cost import label_costs
+    from bench.results.records import load_runs
+    from bench.results.tables import long_table
 
-    tables = {"main": labelled(_tables(REFERENCE, None)[0]), "tuning": labelled(_tables(REFERENCE / "tuning", None)[0])}
+    costs = label_costs(long_table(load_runs(REFERENCE)))   # as the report reads them
+    tables = {"main": labelled(_tables(REFERENCE, None)[0], costs),
+              "tuning": labelled(_tables(REFERENCE / "tuning", None)[0])}
     verdicts = judge(load_claims(CLAIMS), tables)
     assert len(verdicts) >= 40
     unmeasured = [(v.claim.line, v.measured) for v in verdicts if v.outcome == "not measured"]
