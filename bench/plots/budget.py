@@ -86,7 +86,9 @@ def _budget_page(curves, ds: str, whos: list[str], styles: dict[str, Style], pat
         ax.set_xscale("log")
         # The budgets run, as numbers: "3 x 10^2" ticks between them name budgets nobody ran.
         budgets = sorted(set(panel.images))
-        ax.set_xticks(budgets, [f"{b:g}" for b in budgets], rotation=30 if len(budgets) > 5 else 0)
+        # Slanted when they would touch: many budgets, or two within a factor of 2 (2000 beside 3000).
+        crowded = len(budgets) > 5 or any(high < 2 * low for low, high in zip(budgets, budgets[1:]))
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets], rotation=30 if crowded else 0)
         ax.minorticks_off()
         ax.axhline(1, color="black", ls="--", lw=1)
         ax.axhline(0, color="grey", lw=0.8)
