@@ -152,3 +152,16 @@ def test_a_claim_compares_the_label_costs_of_a_defense_and_a_baseline(tmp_path):
     more, less = judge(load_claims(claims), {"main": cells})
     assert (more.outcome, less.outcome) == ("true", "false")
     assert "label_cost_bound 0.000" in more.measured
+
+
+def test_a_full_budget_record_made_before_images_were_counted_joins_its_curve():
+    from bench.runspec import RunSpec
+    from bench.results.tables import long_table
+
+    spec = RunSpec("vfc", "adaptive", "synthetic", "class", "class", "cnn", 0, "smoke")
+    record = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok", "metrics": {"attack_acc": 0.5},
+              "splits": {"attacker": 1234}}
+    long = long_table([record])
+    assert long[long.metric == "attack_images"].value.tolist() == [1234.0]
+    counted = {**record, "metrics": {"attack_acc": 0.5, "attack_images": 99.0}}
+    assert long_table([counted]).query("metric == 'attack_images'").value.tolist() == [99.0]

@@ -27,10 +27,21 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
         base = {"run_id": r["run_id"], **row, "knowledge": r.get("knowledge", ""),
                 **{f"{kind}_label": books[kind][(row[kind], row[f"{kind}_params"])] for kind in books},
                 **{f: bool(r.get("flags", {}).get(f, False)) for f in BOOL_FLAGS}}
-        rows += [{**base, "metric": k, "value": float(v)} for k, v in sorted(r["metrics"].items())]
+        rows += [{**base, "metric": k, "value": float(v)} for k, v in sorted(_metrics(r, row).items())]
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
     return df.sort_values(["dataset", "defense", "defense_params", "attacker", "seed", "metric"], kind="stable",
                           ignore_index=True)
+
+
+def _metrics(record: dict, row: dict) -> dict:
+    """A record's metrics; one written before runs counted `attack_images` gets it where the count is
+    known: an attacker at budget 0 learnt from every released attacker image, the attacker split its
+    record names (as every later record of such a run says), so its full-budget point joins its budget curve."""
+    metrics = record["metrics"]
+    if "attack_images" not in metrics and json.loads(row["attacker_params"]).get("budget") == 0 \
+            and isinstance(record.get("splits", {}).get("attacker"), int):
+        return {**metrics, "attack_images": float(record["splits"]["attacker"])}
+    return metrics
 
 
 def label_books(runs: list[dict]) -> dict[str, dict[tuple[str, str], str]]:
