@@ -40,10 +40,12 @@ def report(comparison: Comparison, name_a: str, name_b: str) -> list[str]:
     n_untested = int((~m["tested"]).sum()) if len(m) else 0
     lines.append(f"{n_sig} of {len(m)} differences exceed the 95 % confidence intervals (disjoint CIs"
                  + (f"; {n_untested} with n = 1 on a side, not tested)" if n_untested else ")"))
-    skipped = (len(comparison.only_a), len(comparison.only_b), len(comparison.different_data))
-    if any(skipped):
-        lines.append("not compared: {} cell(s) only in A, {} only in B, {} on different data (listed above)"
-                     .format(*skipped))
+    # Only the kinds that occur, so a phrase like "on different data" appears only when some cell is.
+    skipped = [f"{n} {what}" for n, what in ((len(comparison.only_a), "only in A"),
+                                             (len(comparison.only_b), "only in B"),
+                                             (len(comparison.different_data), "on different data")) if n]
+    if skipped:
+        lines.append("cells not compared (listed above): " + ", ".join(skipped))
     return lines
 
 
