@@ -82,13 +82,21 @@ def missing_baselines(top: pd.DataFrame) -> list[str]:
 
 def label_cost_summary(top: pd.DataFrame) -> str:
     """In words: which ranked defense costs an attacker more labels than its utility-matched baseline, on
-    which task pair and by how much; or which label costs exist when none stands beside a baseline's."""
+    which task pair and by how much, and why a measured label cost stands beside no baseline's; or which
+    label costs exist when none stands beside a baseline's."""
     ranked = top[top["rank"].notna() & ~top.config.str.startswith("identity")]
     both = ranked[ranked.label_cost.notna() & ranked.baseline_label_cost.notna()]
     lines = []
-    for r in both.itertuples():
-        own, base = cost_text(r.label_cost, r.label_cost_bound), cost_text(r.baseline_label_cost,
-                                                                             r.baseline_label_cost_bound)
+    for r in ranked[ranked.label_cost.notna()].itertuples() if len(both) else ():
+        own = cost_text(r.label_cost, r.label_cost_bound)
+        said = (f"- {r.dataset} ({r.tasks}): `{r.config}` costs the cheapest attacker ({r.label_cost_attacker}) "
+                f"{own} x the labels it needs on raw images")
+        if pd.isna(r.baseline_label_cost):
+            why = (f"its utility-matched baseline `{r.baseline}` has no label cost (no budget curves)"
+                   if isinstance(r.baseline, str) and r.baseline else "no baseline reaches its utility")
+            lines.append(f"{said}; {why}, so it stands beside no baseline.")
+            continue
+        base = cost_text(r.baseline_label_cost, r.baseline_label_cost_bound)
         # The test of compare: disjoint 95 % intervals (a lower bound counts only by its own lower end).
         ratio = r.label_cost / r.baseline_label_cost
         if r.label_cost_ci95_low > r.baseline_label_cost_ci95_high and not r.baseline_label_cost_bound:
@@ -97,9 +105,7 @@ def label_cost_summary(top: pd.DataFrame) -> str:
             verdict = f"less than the baseline, {ratio:.1f} x its cost (the 95 % intervals are disjoint)"
         else:
             verdict = f"not told apart from the baseline ({ratio:.1f} x its cost; the 95 % intervals overlap)"
-        lines.append(f"- {r.dataset} ({r.tasks}): `{r.config}` costs the cheapest attacker "
-                     f"({r.label_cost_attacker}) {own} x the labels it needs on raw images; its utility-matched "
-                     f"baseline `{r.baseline}` costs {base} x: {verdict}.")
+        lines.append(f"{said}; its utility-matched baseline `{r.baseline}` costs {base} x: {verdict}.")
     if lines:
         return "\n".join(lines)
     measured = ranked[ranked.label_cost.notna()]

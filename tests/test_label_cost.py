@@ -113,8 +113,15 @@ def test_the_summary_says_which_defense_costs_more_labels_than_its_baseline_and_
          "label_cost_ci95_low": 1.2, "label_cost_ci95_high": 2.2, "label_cost_bound": False,
          "label_cost_attacker": "attribute[class]", "baseline": "jpeg(quality=25)", "baseline_label_cost": 1.5,
          "baseline_label_cost_ci95_low": 1.0, "baseline_label_cost_ci95_high": 2.0,
+         "baseline_label_cost_bound": False},
+        {"dataset": "d", "tasks": "group -> class", "rank": 3, "config": "fmd", "label_cost": 0.5,
+         "label_cost_ci95_low": 0.4, "label_cost_ci95_high": 0.6, "label_cost_bound": False,
+         "label_cost_attacker": "adaptive[group]", "baseline": math.nan, "baseline_label_cost": math.nan,
+         "baseline_label_cost_ci95_low": math.nan, "baseline_label_cost_ci95_high": math.nan,
          "baseline_label_cost_bound": False}])
     text = label_cost_summary(top)
+    assert ("`fmd` costs the cheapest attacker (adaptive[group]) 0.5 x the labels it needs on raw images; "
+            "no baseline reaches its utility, so it stands beside no baseline.") in text
     assert "`vfc` costs the cheapest attacker (adaptive[class]) 6.0 x" in text
     assert "more than the baseline, 4.0 x its cost (the 95 % intervals are disjoint)" in text
     assert "`arl`" in text and "not told apart from the baseline (1.1 x its cost; the 95 % intervals overlap)" in text
