@@ -85,12 +85,18 @@ def label_cost_summary(top: pd.DataFrame) -> str:
     which task pair and by how much, and why a measured label cost stands beside no baseline's; or which
     label costs exist when none stands beside a baseline's."""
     ranked = top[top["rank"].notna() & ~top.config.str.startswith("identity")]
-    both = ranked[ranked.label_cost.notna() & ranked.baseline_label_cost.notna()]
+    measured = ranked[ranked.label_cost.notna()]
+    if measured.baseline_label_cost.isna().all():
+        held = ", ".join(f"`{c}` on {d} ({t}): {cost_text(v, b)}" for c, d, t, v, b in
+                         zip(measured.config, measured.dataset, measured.tasks, measured.label_cost,
+                             measured.label_cost_bound))
+        return ("No ranked defense's label cost stands beside its utility-matched baseline's yet: a label cost "
+                "needs budget curves (`--set adaptive.budget=100,300,1000,3000`) of the defense and of the "
+                "baseline. Label costs measured so far: " + (held or "none") + ".")
     lines = []
-    for r in ranked[ranked.label_cost.notna()].itertuples() if len(both) else ():
-        own = cost_text(r.label_cost, r.label_cost_bound)
+    for r in measured.itertuples():
         said = (f"- {r.dataset} ({r.tasks}): `{r.config}` costs the cheapest attacker ({r.label_cost_attacker}) "
-                f"{own} x the labels it needs on raw images")
+                f"{cost_text(r.label_cost, r.label_cost_bound)} x the labels it needs on raw images")
         if pd.isna(r.baseline_label_cost):
             why = (f"its utility-matched baseline `{r.baseline}` has no label cost (no budget curves)"
                    if isinstance(r.baseline, str) and r.baseline else "no baseline reaches its utility")
@@ -106,15 +112,7 @@ def label_cost_summary(top: pd.DataFrame) -> str:
         else:
             verdict = f"not told apart from the baseline ({ratio:.1f} x its cost; the 95 % intervals overlap)"
         lines.append(f"{said}; its utility-matched baseline `{r.baseline}` costs {base} x: {verdict}.")
-    if lines:
-        return "\n".join(lines)
-    measured = ranked[ranked.label_cost.notna()]
-    held = ", ".join(f"`{c}` on {d} ({t}): {cost_text(v, b)}" for c, d, t, v, b in
-                     zip(measured.config, measured.dataset, measured.tasks, measured.label_cost,
-                         measured.label_cost_bound))
-    return ("No ranked defense's label cost stands beside its utility-matched baseline's yet: a label cost "
-            "needs budget curves (`--set adaptive.budget=100,300,1000,3000`) of the defense and of the "
-            "baseline. Label costs measured so far: " + (held or "none") + ".")
+    return "\n".join(lines)
 
 
 def markdown(df: pd.DataFrame) -> str:
