@@ -155,6 +155,24 @@ def test_every_committed_claim_is_measured_in_the_reference_results():
     assert not unmeasured
 
 
+def test_a_label_cost_claim_names_the_baseline_the_headline_matches():
+    """A claim against "its utility-matched baseline" must name the one the headline puts beside the
+    configuration; one against "the baseline closest in utility" stands where no baseline qualifies."""
+    headline = pd.read_csv(REFERENCE / "leaderboard_headline.csv")
+    claims = [c for c in load_claims(CLAIMS) if c.metric == "label_cost"]
+    assert claims
+    for c in claims:
+        rows = headline[(headline.dataset == c.dataset) & (headline.config == c.config)
+                        & headline.tasks.str.startswith(f"{c.target_task} -> ")]
+        assert len(rows) == 1, (c.line, c.config)
+        matched = rows.baseline.iloc[0]
+        assert f"`{c.compare_to}`" in c.setting, c.line
+        if "its utility-matched baseline" in c.setting:
+            assert matched == c.compare_to, (c.line, matched)
+        else:
+            assert "closest in utility" in c.setting and pd.isna(matched), (c.line, matched)
+
+
 # --- the site ------------------------------------------------------------------------------------------
 def _record(defense: str, attacker: str, seed: int, metrics: dict, reason: str | None = None) -> dict:
     spec = RunSpec(defense=defense, attacker=attacker, dataset="synthetic", target_task="class", attack_task="class",
