@@ -21,6 +21,7 @@ from bench import views
 from bench.benchmarks.grid_cost import cost_table
 from bench.claims import judge, labelled, load_claims
 from bench.precision_agreement import agreement, markdown, summary
+from bench.results.headline import is_baseline
 from bench.results.leaderboards import leaderboards
 from bench.results.records import load_runs
 from bench.results.tables import aggregate, long_table
@@ -53,8 +54,10 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
 
 
 def _defended(top):
-    """The ranked rows of defenses: identity (leakage 1 by definition) stays in RESULTS.md's full table."""
-    return top[~top.config.str.startswith("identity")]
+    """The ranked rows of defenses proper: identity (leakage 1 by definition) and the trivial baselines
+    (each shown beside the defenses it matches) stay in RESULTS.md's full table."""
+    names = top.config.str.extract(r"^([^(\s\[]+)", expand=False)
+    return top[[name != "identity" and not is_baseline(name) for name in names]]
 
 
 def _agreement_table(fp32: Path, bf16: Path) -> str:

@@ -218,3 +218,21 @@ def test_grid_time_refuses_results_it_would_resume(tmp_path):
     (tmp_path / "runs").mkdir()
     result = run_benchmark("grid_time", "--keep", str(tmp_path))
     assert result.returncode == 2 and "not empty" in result.stderr and str(tmp_path) in result.stderr, result.stderr
+
+
+def test_the_cost_table_counts_a_preparation_once_per_precision(tmp_path):
+    """A defense refitted in bf16 after an fp32 fit was prepared twice; its seeds' attacks add up."""
+    import json as _json
+
+    from bench.benchmarks.grid_cost import cost_table
+    from bench.runspec import RunSpec
+
+    (tmp_path / "runs").mkdir()
+    for attacker, precision in [("adaptive", "fp32"), ("inversion", "fp32"), ("attribute", "bf16")]:
+        spec = RunSpec(defense="vfc", attacker=attacker, dataset="synthetic", target_task="class",
+                       attack_task="class", target_arch="cnn", seed=0, preset="smoke")
+        record = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok", "precision": precision,
+                  "metrics": {"fit_s": 3600.0}, "wall_s": 360.0, "flags": {}, "knowledge": "gray-box"}
+        (tmp_path / "runs" / f"{record['run_id']}.json").write_text(_json.dumps(record))
+    table = cost_table(tmp_path)
+    assert table.loc["synthetic", "vfc"] == pytest.approx(2 + 3 * 0.1)

@@ -5,7 +5,8 @@
 Two parts. Attack runs: the sum of `wall_s` of every record (the attacker's training and
 scoring; a run that was the first to need the decoded data or a clean model pays for it).
 Preparations, which run as their own jobs before the attacks and are in no run's `wall_s`: once
-per defense configuration, dataset and seed, the defense's `fit_s` plus, for a capped per-image
+per defense configuration, dataset, seed, precision and device (a bf16 refit of a defense fitted in
+fp32 earlier is a second preparation), the defense's `fit_s` plus, for a capped per-image
 release (FMD), `release_ms_per_image` x the images of its three released splits. The designated
 model's training is not recorded and not counted. Each job ran on cores / jobs torch threads of
 a 2-core machine.
@@ -28,7 +29,8 @@ def cost_table(results_dir: Path) -> pd.DataFrame:
     for r in load_runs(Path(results_dir)):
         spec = r["spec"]
         hours = r["wall_s"] / 3600 if isinstance(r.get("wall_s"), (int, float)) else 0.0
-        key = json.dumps(RunSpec.from_dict(spec).defense_key(), sort_keys=True)
+        key = json.dumps([RunSpec.from_dict(spec).defense_key(), r.get("precision", "fp32"), r.get("device")],
+                         sort_keys=True)
         if key not in prepared:
             prepared.add(key)
             hours += _preparation_s(r) / 3600
