@@ -3,6 +3,7 @@
 Their numbers are not checked: speed is measured by running the scripts on an idle machine
 (DESIGN section 7), never by timed unit tests.
 """
+import json
 import math
 import re
 import subprocess
@@ -221,9 +222,7 @@ def test_grid_time_refuses_results_it_would_resume(tmp_path):
 
 
 def test_the_cost_table_counts_a_preparation_once_per_precision(tmp_path):
-    """A defense refitted in bf16 after an fp32 fit was prepared twice; its seeds' attacks add up."""
-    import json as _json
-
+    """A defense refitted in bf16 after an fp32 fit was prepared twice; its runs' wall times add up."""
     from bench.benchmarks.grid_cost import cost_table
     from bench.runspec import RunSpec
 
@@ -233,6 +232,6 @@ def test_the_cost_table_counts_a_preparation_once_per_precision(tmp_path):
                        attack_task="class", target_arch="cnn", seed=0, preset="smoke")
         record = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "ok", "precision": precision,
                   "metrics": {"fit_s": 3600.0}, "wall_s": 360.0, "flags": {}, "knowledge": "gray-box"}
-        (tmp_path / "runs" / f"{record['run_id']}.json").write_text(_json.dumps(record))
+        (tmp_path / "runs" / f"{record['run_id']}.json").write_text(json.dumps(record))
     table = cost_table(tmp_path)
     assert table.loc["synthetic", "vfc"] == pytest.approx(2 + 3 * 0.1)
