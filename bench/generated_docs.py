@@ -41,7 +41,7 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
     tables = leaderboards(results_dir)
     return {
         "headline-ranked": views.markdown(
-            _defended(views.headline(tables["headline"], ranked_only=True))[README_HEADLINE]),
+            views.headline(_defended(tables["headline"]), ranked_only=True)[README_HEADLINE]),
         "headline": views.markdown(views.headline(tables["headline"])),
         "label-cost-summary": views.label_cost_summary(tables["headline"]),
         "per-attacker": views.markdown(views.per_attacker(tables["agg"])),
@@ -56,8 +56,7 @@ def blocks(results_dir: Path = REFERENCE) -> dict[str, str]:
 def _defended(top):
     """The ranked rows of defenses proper: identity (leakage 1 by definition) and the trivial baselines
     (each shown beside the defenses it matches) stay in RESULTS.md's full table."""
-    names = top.config.str.extract(r"^([^(\s\[]+)", expand=False)
-    return top[[name != "identity" and not is_baseline(name) for name in names]]
+    return top[[name != "identity" and not is_baseline(name) for name in top.defense]]
 
 
 def _agreement_table(fp32: Path, bf16: Path) -> str:

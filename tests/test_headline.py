@@ -150,3 +150,15 @@ def test_own_baselines_are_never_replaced_by_borrowed_ones(tmp_path):
     top = write_leaderboards(_write(tmp_path / "mine", mine), reference=reference)["headline"].set_index("config")
     # noise(sigma=0.5) is below alpha's utility, so alpha has no match; the reference's sigma=0.1 is not used.
     assert top.loc["alpha", "baseline"] == "" and top.loc["alpha", "baseline_source"] == ""
+
+
+def test_each_row_names_its_defense_apart_from_its_label():
+    t = _table(_grid())
+    assert t.loc["noise(sigma=0.1)", "defense"] == "noise" and t.loc["vfc(beta=1)", "defense"] == "vfc"
+    assert t.loc["identity", "defense"] == "identity"
+
+
+def test_the_readme_headline_holds_defenses_proper():
+    from bench.generated_docs import _defended
+    t = _table(_grid()).reset_index()
+    assert set(_defended(t).defense) == {"vfc", "alpha", "gamma"}

@@ -83,8 +83,8 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
                         flags=["weak_attacker", "derivable"])
         text = ["dataset", "config", "worst_attacker", "listed_apart", "baseline", "baseline_compared_over"]
         # Columns a headline written by an older version lacks, and what they mean there: the default
-        # floor, its own baselines, no label cost, one task pair per dataset.
-        later = {"utility_floor": FLOOR, "baseline_source": "", "tasks": "", "label_cost": math.nan,
+        # floor, its own baselines, no label cost, one task pair per dataset, no defense name apart from its label.
+        later = {"utility_floor": FLOOR, "baseline_source": "", "tasks": "", "defense": "", "label_cost": math.nan,
                  "label_cost_bound": "False", "label_cost_attacker": "", "baseline_label_cost": math.nan,
                  "baseline_label_cost_bound": "False", "label_cost_ci95_low": math.nan,
                  "label_cost_ci95_high": math.nan, "baseline_label_cost_ci95_low": math.nan,
@@ -92,7 +92,7 @@ def _tables(results_dir: Path, runs: list[dict] | None) -> tuple[pd.DataFrame, p
         top = _read_csv(top_csv, text=text, numbers=[c for c in HEADLINE_COLUMNS if c not in text and c not in later])
         for c, default in later.items():
             top[c] = top[c] if c in top else default
-        for c in ("baseline_source", "tasks", "label_cost_attacker"):
+        for c in ("baseline_source", "tasks", "defense", "label_cost_attacker"):
             top[c] = from_spreadsheet_safe(top[c].astype(str))
         for c in ("utility_floor", "label_cost", "baseline_label_cost", "label_cost_ci95_low", "label_cost_ci95_high",
                   "baseline_label_cost_ci95_low", "baseline_label_cost_ci95_high"):

@@ -43,7 +43,7 @@ from bench.results.label_cost import cheapest
 from bench.results.tables import counted
 
 FLOOR = 0.95
-COLUMNS = ["dataset", "tasks", "rank", "config", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
+COLUMNS = ["dataset", "tasks", "rank", "config", "defense", "utility_acc", "utility_ratio", "worst_leakage", "worst_ci95_low",
            "worst_ci95_high", "worst_attacker", "label_cost", "label_cost_ci95_low", "label_cost_ci95_high",
            "label_cost_bound", "label_cost_attacker", "n_seeds",
            "listed_apart", "baseline", "baseline_source",
