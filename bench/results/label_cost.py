@@ -12,7 +12,8 @@ labelled released images it may use) and a task, on one seed:
 A defended curve that never reaches the goal within its largest budget gives a lower bound (the
 largest budget it ran, over the identity's number): `bound` is True and the value reads `>= x`.
 An identity curve already at the goal at its smallest budget leaves the cost unresolved (NaN): the
-sweep needs a smaller budget. Identity's own label cost is 1 by construction. The score is the
+sweep needs a smaller budget; `finetune` never resolves, as its clean model reaches the goal with no
+labels at all. Identity's own label cost is 1 by construction. The score is the
 attack accuracy, for inversion (which learns from released images paired with originals) SSIM.
 Costs are averaged over the seeds both curves ran, with a t-interval (docs/design.md, section 5).
 """
