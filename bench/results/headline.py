@@ -14,8 +14,8 @@ where the same designated model scores differently, so raw accuracies of two con
 are not on one scale.
 A baseline is compared over the attackers both it and the configuration were counted
 against (calibrated, non-derivable): one evaluated against every such attacker of the
-configuration is preferred; otherwise (most of CIFAR-10's `class -> vehicle` baselines meet
-only transfer, adaptive and inversion) the comparison names its attackers in
+configuration is preferred; otherwise (CIFAR-10's `class -> vehicle` baselines other than
+noise(sigma=0.02) meet transfer, adaptive and inversion at most) the comparison names its attackers in
 `baseline_compared_over` and gives the configuration's own worst case over them in
 `worst_leakage_vs_baseline`, so two numbers over different attacker sets are never set side by
 side unmarked.
@@ -45,8 +45,8 @@ from bench.results.tables import counted
 
 FLOOR = 0.95
 COLUMNS = ["dataset", "tasks", "rank", "config", "defense", "utility_acc", "utility_ratio", "worst_leakage",
-           "worst_ci95_low", "worst_ci95_high", "worst_attacker", "label_cost", "label_cost_ci95_low", "label_cost_ci95_high",
-           "label_cost_bound", "label_cost_attacker", "n_seeds",
+           "worst_ci95_low", "worst_ci95_high", "worst_attacker", "label_cost", "label_cost_ci95_low",
+           "label_cost_ci95_high", "label_cost_bound", "label_cost_attacker", "n_seeds",
            "listed_apart", "baseline", "baseline_source",
            "baseline_utility_ratio", "baseline_worst_leakage", "baseline_compared_over", "worst_leakage_vs_baseline",
            "baseline_label_cost", "baseline_label_cost_ci95_low", "baseline_label_cost_ci95_high",
