@@ -186,3 +186,9 @@ def test_each_configuration_of_a_panel_has_its_own_look_in_its_defense_colour():
         hue = colorsys.rgb_to_hls(*defense_colour(defense))[0]
         assert all(abs(colorsys.rgb_to_hls(*s.colour)[0] - hue) < 1e-6 for s in family)
     assert len({defense_colour(d) for d in DEFENSES.names()}) == len(DEFENSES.names())
+
+
+def test_budget_ticks_leave_a_budget_crowded_by_the_next_unlabelled():
+    from bench.plots.budget import budget_tick_labels
+    assert budget_tick_labels([100, 300, 1000, 3000, 20000, 22500]) == ["100", "300", "1000", "3000", "", "22500"]
+    assert budget_tick_labels([100, 2000, 3000]) == ["100", "2000", "3000"]
