@@ -46,7 +46,8 @@ def worst(worst_table: pd.DataFrame) -> pd.DataFrame:
 
 def headline(top: pd.DataFrame, ranked_only: bool = False) -> pd.DataFrame:
     """The headline ranking with its CI as one `[low, high]` column; `ranked_only` drops the
-    configurations listed apart (below the floor or run against fewer attackers)."""
+    configurations listed apart (below the floor, run against fewer attackers, or left uncalibrated
+    attackers by a release cap)."""
     if ranked_only:
         top = top[top["rank"].notna()]
     if "baseline_source" in top:  # a headline written before baselines were borrowed has none

@@ -162,3 +162,24 @@ def test_the_readme_headline_holds_defenses_proper():
     from bench.generated_docs import _defended
     t = _table(_grid()).reset_index()
     assert set(_defended(t).defense) == {"vfc", "alpha", "gamma"}
+
+
+def _capped(defense, attacker, seed, leakage, weak):
+    run = _run(defense, attacker, seed, leakage, 0.9)
+    spec = RunSpec.from_dict({**run["spec"], "max_release": 500})
+    return {**run, "run_id": spec.run_id, "spec": spec.to_dict(), "flags": {"weak_attacker": weak}}
+
+
+def test_a_release_cap_that_leaves_an_attacker_uncalibrated_lists_the_configuration_apart():
+    runs = _grid()
+    for seed in (0, 1):
+        runs += [_capped(d, "adaptive", seed, 1.0 if d == "identity" else 0.1, weak=True) for d in ("identity", "fmd")]
+        runs += [_capped(d, "inversion", seed, 1.0 if d == "identity" else 0.15, weak=False)
+                 for d in ("identity", "fmd")]
+    t = _table(runs)
+    # fmd's worst case (0.15) counts inversion alone: adaptive, which every uncapped configuration is
+    # held to, is too weak at 500 released images to say anything.
+    assert t.loc["fmd [500 released]", "worst_leakage"] == 0.15
+    assert t.loc["fmd [500 released]", "listed_apart"] == "attackers uncalibrated at its release cap (adaptive)"
+    assert t.loc["identity [500 released]", "listed_apart"] == "attackers uncalibrated at its release cap (adaptive)"
+    assert list(t[t["rank"].notna()].sort_values("rank").index) == ["alpha", "noise(sigma=0.1)", "vfc", "identity"]

@@ -3,8 +3,9 @@
 A configuration is ranked when its utility is at least `floor` x its designated model's
 clean accuracy and it was evaluated (ok or not applicable) against every attacker any
 configuration of that dataset met: a configuration run against fewer attackers (a
-`transfer`-only sweep point) could only look better, so it is listed apart, as is one
-below the utility floor. Ranked configurations are ordered by their worst case (over
+`transfer`-only sweep point) could only look better, so it is listed apart, as is one whose
+release cap leaves uncalibrated an attacker that the uncapped identity counts (its worst case is
+over fewer attackers too), and one below the utility floor. Ranked configurations are ordered by their worst case (over
 calibrated attackers of non-derivable tasks, `tables.worst_case`). Beside each, the
 utility-matched baseline: the baseline defense configuration (`Defense.baseline`) with
 utility at least as high and the lowest worst case, the floor any method should beat.
@@ -77,7 +78,8 @@ def headline(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict], floor: fl
     # A task pair is a setting of its own: configurations are ranked among those of one designated task.
     for _, g in table.groupby(["dataset", "target_task"], sort=True):
         everyone = set().union(*g.attackers)
-        g = g.assign(listed_apart=[_apart(a, everyone, r, floor) for a, r in zip(g.attackers, g.utility_ratio)])
+        g = g.assign(listed_apart=[_apart(a, everyone, r, floor, u)
+                                   for a, r, u in zip(g.attackers, g.utility_ratio, _uncalibrated(g))])
         baselines = g[[is_baseline(d) for d in g.defense]].assign(source="")
         ranked = g[g.listed_apart == ""].sort_values(["worst_leakage", "config"], na_position="last")
         ranked = ranked.assign(rank=range(1, len(ranked) + 1))
@@ -97,7 +99,8 @@ def _same_setting(rows: pd.DataFrame, r: dict) -> list[bool]:
 
 def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
     """One row per defense configuration scored on test: its label, utility ratio, worst case, the attackers
-    it was evaluated against (`attackers`) and the leakage its worst case counts per attacker (`leaks`)."""
+    it was evaluated against (`attackers`), those with a leakage measured (`measured`) and the leakage its
+    worst case counts per attacker (`leaks`)."""
     attempted: dict[tuple, set] = {}
     private: dict[tuple, set] = {}
     for r in runs:
@@ -109,6 +112,7 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
                 private.setdefault(key, set()).add(row["attack_task"])
     clean = agg[agg.metric == "clean_acc"].groupby(CONFIG, dropna=False)["mean"].mean()
     counted = _counted_leakage(agg)
+    measured = {key: set(g.attacker) for key, g in agg[agg.metric == "leakage"].groupby(CONFIG, dropna=False)}
     rows = []
     labels = labels_of(worst)
     for w in worst[worst.eval_split == "test"].itertuples(index=False):
@@ -121,10 +125,11 @@ def configurations(worst: pd.DataFrame, agg: pd.DataFrame, runs: list[dict]) -> 
                      "worst_ci95_low": w.worst_ci95_low, "worst_ci95_high": w.worst_ci95_high,
                      "worst_attacker": w.worst_attacker, "n_seeds": w.n_seeds,
                      "attackers": attempted.get(key, set()), "leaks": counted.get(key, {}),
+                     "measured": measured.get(key, set()), "max_release": w.max_release,
                      **{c: getattr(w, c) for c in SETTING if c != "dataset"}})
     return pd.DataFrame(rows, columns=["key", "dataset", "tasks", "defense", "config", "utility_acc", "utility_ratio",
                                        "worst_leakage", "worst_ci95_low", "worst_ci95_high", "worst_attacker",
-                                       "n_seeds", "attackers", "leaks", *SETTING[1:]])
+                                       "n_seeds", "attackers", "leaks", "measured", "max_release", *SETTING[1:]])
 
 
 def _counted_leakage(agg: pd.DataFrame) -> dict[tuple, dict[str, float]]:
@@ -160,10 +165,24 @@ def _matched_baseline(row: dict, baselines: pd.DataFrame) -> dict:
             "baseline_label_cost_bound": bool(b.get("label_cost_bound", False))}
 
 
-def _apart(attackers: set, everyone: set, ratio: float, floor: float) -> str:
+def _uncalibrated(g: pd.DataFrame) -> list[set]:
+    """Per configuration of one dataset and designated task: the attackers it was measured against that
+    its own worst case cannot count but no defense's would, i.e. those the uncapped identity of its
+    setting counts. Flags shared with that identity (a derivable task, an attacker weak on raw images)
+    leave everyone's worst case alike; what is left is an attacker starved by the configuration's
+    release cap, which its identity twin could not calibrate."""
+    reference = {tuple(r[c] for c in SETTING[1:]): set(r["leaks"])
+                 for r in g[(g.defense == "identity") & (g.max_release == 0)].to_dict("records")}
+    return [(reference.get(tuple(r[c] for c in SETTING[1:]), set()) & r["measured"]) - set(r["leaks"])
+            for r in g.to_dict("records")]
+
+
+def _apart(attackers: set, everyone: set, ratio: float, floor: float, uncalibrated: set = frozenset()) -> str:
     """Why a configuration is not ranked with the others ('' when it is)."""
     if not everyone <= attackers:
         return "fewer attackers (no " + ", ".join(sorted(everyone - attackers)) + ")"
+    if uncalibrated:
+        return "attackers uncalibrated at its release cap (" + ", ".join(sorted(uncalibrated)) + ")"
     if not ratio >= floor:
         return f"utility below {floor:g} x clean"
     return ""

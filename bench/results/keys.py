@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
+from bench.errors import BenchError
 from bench.params import recorded_params
 from bench.registry import ATTACKERS
 
@@ -66,3 +69,16 @@ def seed_key(spec: dict) -> tuple:
     attacker, not the spec) and the seed. Hyperparameters are taken as recorded (`recorded_params`)."""
     row = spec_columns(spec)
     return tuple(row[c] for c in GROUP if c != "knowledge") + (row["seed"],)
+
+
+def full_budget(attackers: pd.Series, attacker_params: pd.Series) -> list[bool]:
+    """Which rows' attackers ran at their own budget (the plugin's default: all released images for most,
+    a small labelled set for finetune), not at a point of a budget curve."""
+    defaults: dict[str, object] = {}
+    for a in set(attackers):
+        try:
+            defaults[a] = ATTACKERS.hparams(a).get("budget")
+        except BenchError:   # a plugin no longer installed: its budget as recorded counts
+            defaults[a] = None
+    return [defaults[a] is None or json.loads(p or "{}").get("budget", defaults[a]) == defaults[a]
+            for a, p in zip(attackers, attacker_params)]

@@ -11,7 +11,9 @@ from bench import metrics as M
 from bench.errors import BenchError
 from bench.params import label_book
 from bench.registry import ATTACKERS, DEFENSES
-from bench.results.keys import BOOL_FLAGS, CONFIG, GROUP, LABEL_COLUMNS, LONG_COLUMNS, record_columns, spec_columns
+from bench.results.calibration import flag_weak_private_attackers
+from bench.results.keys import (BOOL_FLAGS, CONFIG, GROUP, LABEL_COLUMNS, LONG_COLUMNS, full_budget, record_columns,
+                                spec_columns)
 from bench.results.records import check_one_data_version, check_one_record_per_seed
 
 
@@ -28,7 +30,7 @@ def long_table(runs: list[dict]) -> pd.DataFrame:
                 **{f"{kind}_label": books[kind][(row[kind], row[f"{kind}_params"])] for kind in books},
                 **{f: bool(r.get("flags", {}).get(f, False)) for f in BOOL_FLAGS}}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in sorted(_metrics(r, row).items())]
-    df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    df = flag_weak_private_attackers(pd.DataFrame(rows, columns=LONG_COLUMNS))
     return df.sort_values(["dataset", "defense", "defense_params", "attacker", "seed", "metric"], kind="stable",
                           ignore_index=True)
 
@@ -69,19 +71,6 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
                      "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v),
                      "ci95_low": lo, "ci95_high": hi})
     return pd.DataFrame(rows)
-
-
-def full_budget(attackers: pd.Series, attacker_params: pd.Series) -> list[bool]:
-    """Which rows' attackers ran at their own budget (the plugin's default: all released images for most,
-    a small labelled set for finetune), not at a point of a budget curve."""
-    defaults: dict[str, object] = {}
-    for a in set(attackers):
-        try:
-            defaults[a] = ATTACKERS.hparams(a).get("budget")
-        except BenchError:   # a plugin no longer installed: its budget as recorded counts
-            defaults[a] = None
-    return [defaults[a] is None or json.loads(p or "{}").get("budget", defaults[a]) == defaults[a]
-            for a, p in zip(attackers, attacker_params)]
 
 
 def counted(agg: pd.DataFrame) -> pd.Series:
