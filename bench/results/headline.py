@@ -16,7 +16,8 @@ are not on one scale.
 A baseline is compared over the attackers both it and the configuration were counted
 against (calibrated, non-derivable): one evaluated against every such attacker of the
 configuration is preferred; otherwise (CIFAR-10's `class -> vehicle` baselines other than
-noise(sigma=0.02) meet transfer, adaptive and inversion at most) the comparison names its attackers in
+noise(sigma=0.02) and jpeg(quality=75) meet transfer, adaptive and inversion at most) the comparison
+names its attackers in
 `baseline_compared_over` and gives the configuration's own worst case over them in
 `worst_leakage_vs_baseline`, so two numbers over different attacker sets are never set side by
 side unmarked.
