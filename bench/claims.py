@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import operator
 import re
@@ -44,7 +43,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.params import labels_of, setting_label
 from bench.registry import ATTACKERS
-from bench.results.keys import CONFIG, GROUP, LABEL_COLUMNS
+from bench.results.keys import CONFIG, GROUP, LABEL_COLUMNS, curve_params
 from bench.results.label_cost import Q
 from bench.results.tables import full_budget
 
@@ -322,8 +321,7 @@ def labelled(agg: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataFra
 def _label_cost_rows(agg: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
     """`label_cost` and `label_cost_bound` rows, each in the aggregate cell of its attacker at its own budget."""
     own = agg[full_budget(agg.attacker, agg.attacker_params)].drop_duplicates(GROUP)
-    own = own.assign(curve_params=[json.dumps({k: v for k, v in json.loads(p or "{}").items() if k != "budget"},
-                                              sort_keys=True) for p in own.attacker_params])
+    own = own.assign(curve_params=curve_params(own.attacker_params))
     keep = GROUP + [c for c in (*LABEL_COLUMNS, "weak_attacker", "derivable") if c in own.columns] + ["curve_params"]
     at_q = costs[costs.q == Q][CONFIG + ["attacker", "curve_params", "attack_task", "label_cost", "ci95_low",
                                           "ci95_high", "n", "bound"]]

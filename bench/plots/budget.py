@@ -3,7 +3,6 @@ labelled released images the attacker learnt from, one panel per attacker.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from bench.plots.files import MAX_SIDE_IN, page_path, save_png
 from bench.plots.style import (APART_COLOUR, APART_LEGEND, LEGEND_FONT, LEGEND_ROW, Style, apart, attacker_labels,
                                attacker_order, ci_bars, config_names, config_styles, draw_apart, focus, paged,
                                panel_grid, text_width)
+from bench.results.keys import curve_params
 
 BUDGET_CURVE = ["defense", "defense_params", "max_release", "attacker", "curve_params", "attack_task"]
 BUDGET_COLUMNS = 3
@@ -63,8 +63,7 @@ def _budget_curves(agg):
     images = test[test.metric == "attack_images"].set_index(key)["mean"].rename("images")
     leak = test[test.metric == "leakage"].join(images, on=key).dropna(subset=["images"])
     # One curve: everything but the budget equal.
-    leak = leak.assign(curve_params=[json.dumps({k: v for k, v in json.loads(p).items() if k != "budget"},
-                                                sort_keys=True) for p in leak.attacker_params])
+    leak = leak.assign(curve_params=curve_params(leak.attacker_params))
     budgets = leak.groupby(["dataset", *BUDGET_CURVE]).images.transform("nunique")
     leak = leak[budgets >= MIN_BUDGETS]
     return leak.assign(config=config_names(leak), who=attacker_labels(leak, "curve_params"))

@@ -11,12 +11,10 @@ yardstick to fall short of.
 """
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from bench import metrics as M
-from bench.results.keys import full_budget
+from bench.results.keys import curve_params, full_budget
 
 # A defended run and its identity twin share these (and the attacker's settings, budget included).
 TWIN = ["attacker", "attacker_params", "knowledge", "dataset", "target_task", "attack_task", "target_arch",
@@ -24,12 +22,6 @@ TWIN = ["attacker", "attacker_params", "knowledge", "dataset", "target_task", "a
 # One yardstick per attacker (settings but its budget), private task and seed.
 YARDSTICK = ["attacker", "curve_params", "knowledge", "dataset", "target_task", "attack_task", "target_arch",
              "preset", "eval_split", "seed"]
-
-
-def curve_params(attacker_params: pd.Series) -> list[str]:
-    """An attacker's settings without its budget: one curve's key."""
-    return [json.dumps({k: v for k, v in json.loads(p or "{}").items() if k != "budget"}, sort_keys=True)
-            for p in attacker_params]
 
 
 def flag_weak_private_attackers(long: pd.DataFrame) -> pd.DataFrame:

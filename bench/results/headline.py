@@ -5,8 +5,8 @@ clean accuracy and it was evaluated (ok or not applicable) against every attacke
 configuration of that dataset met: a configuration run against fewer attackers (a
 `transfer`-only sweep point) could only look better, so it is listed apart, as is one whose
 release cap leaves uncalibrated an attacker that the uncapped identity counts (its worst case is
-over fewer attackers too), and one below the utility floor. Ranked configurations are ordered by their worst case (over
-calibrated attackers of non-derivable tasks, `tables.worst_case`). Beside each, the
+over fewer attackers too), and one below the utility floor. Ranked configurations are ordered
+by their worst case (over calibrated attackers of non-derivable tasks, `tables.worst_case`). Beside each, the
 utility-matched baseline: the baseline defense configuration (`Defense.baseline`) with
 utility at least as high and the lowest worst case, the floor any method should beat.
 Utility is matched as a fraction of clean accuracy (`utility_ratio`), not as accuracy: a
@@ -16,11 +16,10 @@ are not on one scale.
 A baseline is compared over the attackers both it and the configuration were counted
 against (calibrated, non-derivable): one evaluated against every such attacker of the
 configuration is preferred; otherwise (CIFAR-10's `class -> vehicle` baselines other than
-noise(sigma=0.02) and jpeg(quality=75) meet transfer, adaptive and inversion at most) the comparison
-names its attackers in
-`baseline_compared_over` and gives the configuration's own worst case over them in
-`worst_leakage_vs_baseline`, so two numbers over different attacker sets are never set side by
-side unmarked.
+noise(sigma=0.02) and jpeg(quality=75) meet transfer, adaptive and inversion at most) the
+comparison names its attackers in `baseline_compared_over` and gives the configuration's own
+worst case over them in `worst_leakage_vs_baseline`, so two numbers over different attacker sets
+are never set side by side unmarked.
 Only `test` configurations appear; tuning runs on `val` never do.
 Beside each configuration stands its label cost (`label_cost`): the smallest over its calibrated
 attackers of non-derivable tasks, the attacker's cheapest route. The ranking stays by worst-case

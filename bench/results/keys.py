@@ -82,3 +82,9 @@ def full_budget(attackers: pd.Series, attacker_params: pd.Series) -> list[bool]:
             defaults[a] = None
     return [defaults[a] is None or json.loads(p or "{}").get("budget", defaults[a]) == defaults[a]
             for a, p in zip(attackers, attacker_params)]
+
+
+def curve_params(attacker_params: pd.Series) -> list[str]:
+    """An attacker's settings without its budget: the key of one budget curve."""
+    return [json.dumps({k: v for k, v in json.loads(p or "{}").items() if k != "budget"}, sort_keys=True)
+            for p in attacker_params]

@@ -19,14 +19,13 @@ Costs are averaged over the seeds both curves ran, with a t-interval (docs/desig
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pandas as pd
 
 from bench import metrics as M
-from bench.results.keys import BOOL_FLAGS, CONFIG
+from bench.results.keys import BOOL_FLAGS, CONFIG, curve_params
 
 Q = 0.9
 QS = (0.8, 0.9, 0.95)   # the report shows 0.9 and keeps the other two one click away
@@ -64,8 +63,7 @@ def curves(long: pd.DataFrame) -> pd.DataFrame:
     arrays), and the flags of its largest budget."""
     if long.empty:
         return pd.DataFrame(columns=CURVE + ["seed", "defense_label", "images", "scores", *BOOL_FLAGS])
-    rows = long.assign(curve_params=[json.dumps({k: v for k, v in json.loads(p).items() if k != "budget"},
-                                                sort_keys=True) for p in long.attacker_params])
+    rows = long.assign(curve_params=curve_params(long.attacker_params))
     score_metric = rows.attacker.map(lambda a: SCORE.get(a, "attack_acc"))
     wide_key = CURVE + ["attacker_params", "seed"]
     images = rows[rows.metric == "attack_images"].set_index(wide_key)["value"].rename("images")
